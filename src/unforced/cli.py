@@ -1,0 +1,217 @@
+"""The `unforced` command. Progress and tables go to stderr; `--json` prints the result alone on stdout.
+Exit codes: 0 success, 2 bad input (one line naming the problem), 1 internal failure (with its traceback)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from unforced.errors import UnforcedError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Measure and close the exposure-bias gap of autoregressive sequence models.")
+stderr = Console(stderr=True)
+
+
+class _Bars:
+    """A rich progress bar per training phase: loss, steps per second, ETA."""
+
+    def __init__(self, enabled: bool = True):
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/"
+                                 "{task.total}"), TextColumn("loss {task.fields[loss]}"),
+                                 TextColumn("{task.fields[speed]} step/s"), TimeElapsedColumn(),
+                                 TimeRemainingColumn(), console=stderr, disable=not enabled)
+        self.bars: dict[str, int] = {}
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.__exit__(*exc)
+
+    def __call__(self, tag: str, record: dict) -> None:
+        if "steps" not in record:
+            return
+        if tag not in self.bars:
+            self.bars[tag] = self.progress.add_task(tag, total=record["steps"], loss="-", speed="-")
+        self.progress.update(self.bars[tag], completed=record["step"], loss=f"{record['loss']:.3f}",
+                             speed=f"{record['steps_per_second']:.1f}")
+
+
+def _table(results: dict) -> Table:
+    first = next(iter(results["strategies"].values()), None)
+    metric = first["metric"]["name"] if first else "metric"
+    table = Table(title=f"{results['task']}: teacher-forced (TF) vs free-running (FR), test split")
+    for column in ("strategy", "TF NLL", "FR NLL", "gap %", f"TF {metric}", f"FR {metric}", "train s"):
+        table.add_column(column, justify="left" if column == "strategy" else "right")
+    for name, entry in results["strategies"].items():
+        table.add_row(name, f"{entry['tf_nll']:.3f}", f"{entry['fr_nll']:.3f}", f"{entry['gap_pct']:.1f}",
+                      f"{entry['metric']['tf']:.2f}", f"{entry['metric']['fr']:.2f}", f"{entry['train_seconds']:.1f}")
+    return table
+
+
+def _load_config_file(path: Path | None) -> dict:
+    if path is None:
+        return {}
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as error:
+        raise UnforcedError(f"{path}: cannot read config ({error.strerror})") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise UnforcedError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UnforcedError(f"{path}: the config must be a mapping of sections (task, model, train, ...)")
+    return data
+
+
+def _run(config_data: dict, out: Path, as_json: bool, resume: bool) -> None:
+    from unforced.config import validate_config
+    from unforced.experiment import RunConfig, run_experiment
+    from unforced.report import build_report
+
+    config = validate_config(RunConfig, config_data, prefix="config")
+    if out.exists() and not out.is_dir():
+        raise UnforcedError(f"{out}: exists and is not a directory")
+    with _Bars(enabled=sys.stderr.isatty() or not as_json) as bars:
+        results = run_experiment(config, out, progress=bars, resume=resume)
+    report = build_report(out)
+    if as_json:
+        sys.stdout.write(json.dumps(results) + "\n")
+        return
+    stderr.print(_table(results))
+    stderr.print(f"results: {out / 'results.json'}\nreport:  {report}")
+
+
+@app.command()
+def run(task: str = typer.Option(None, help="registered task name or a .tsv/.jsonl pairs file"),
+        strategies: str = typer.Option(None, help="comma-separated names or chains (a:2000>b:500)"),
+        quick: bool = typer.Option(False, "--quick", help="small preset: under 3 minutes on 2 CPU cores"),
+        preset: str = typer.Option(None, help="quick, default or large"),
+        config: Path = typer.Option(None, help="YAML file with task, model, train, strategy_options sections"),
+        out: Path = typer.Option(Path("runs/latest"), help="run directory"),
+        seed: int = typer.Option(None, help="random seed"),
+        resume: bool = typer.Option(False, "--resume", help="continue from the checkpoints in --out"),
+        as_json: bool = typer.Option(False, "--json", help="print the JSON result alone on stdout")):
+    """The main job: train every strategy, compare teacher-forced and free-running figures, write a report."""
+    data = _load_config_file(config)
+    if task is not None:
+        data["task"] = task
+    if strategies is not None:
+        data["strategies"] = [s for s in strategies.split(",") if s.strip()]
+        if not data["strategies"]:
+            raise UnforcedError("--strategies names no strategy")
+    if quick and preset not in (None, "quick"):
+        raise UnforcedError("--quick and --preset name different presets")
+    if quick or preset:
+        data["preset"] = "quick" if quick else preset
+    if seed is not None:
+        data["seed"] = seed
+    _run(data, out, as_json, resume)
+
+
+@app.command()
+def train(task: str = typer.Option(..., help="registered task name or a .tsv/.jsonl pairs file"),
+          strategy: str = typer.Option(..., help="strategy name or chain"),
+          config: Path = typer.Option(None, help="YAML config file"),
+          out: Path = typer.Option(Path("runs/train"), help="run directory"),
+          preset: str = typer.Option(None, help="quick, default or large"),
+          resume: bool = typer.Option(False, "--resume", help="continue from <out>/checkpoints/last.pt"),
+          as_json: bool = typer.Option(False, "--json", help="print the JSON result alone on stdout")):
+    """Train one strategy on one task."""
+    data = _load_config_file(config)
+    data.update({"task": task, "strategies": [strategy]})
+    if preset:
+        data["preset"] = preset
+    _run(data, out, as_json, resume)
+
+
+@app.command()
+def gap(run_dir: Path, strategy: str = typer.Option(None, help="strategy entry (default: all)"),
+        split: str = typer.Option("test", help="train, valid or test"),
+        limit: int = typer.Option(None, help="at most this many pairs"),
+        as_json: bool = typer.Option(False, "--json", help="print the JSON result alone on stdout")):
+    """Teacher-forced vs free-running figures of a trained run, measured again from its checkpoints."""
+    from unforced.diagnostics import evaluate
+    from unforced.experiment import load_run_model
+    from unforced.report import read_run
+
+    _, results, _ = read_run(run_dir)
+    names = [strategy] if strategy else list(results["strategies"])
+    output = {"task": results["task"], "split": split, "strategies": {}}
+    for name in names:
+        model, task, limits, _ = load_run_model(run_dir, name)
+        task.split(split)
+        output["strategies"][name] = evaluate(model, task, split, limit=limit, limits=limits)
+        output["strategies"][name]["train_seconds"] = results["strategies"][name].get("train_seconds", 0.0)
+    if as_json:
+        sys.stdout.write(json.dumps(output) + "\n")
+    else:
+        stderr.print(_table(output))
+
+
+@app.command()
+def report(run_dir: Path):
+    """(Re)build report.html and the figures of a run directory."""
+    from unforced.report import build_report
+
+    stderr.print(f"report: {build_report(run_dir)}")
+
+
+@app.command()
+def tasks(as_json: bool = typer.Option(False, "--json", help="print JSON on stdout")):
+    """List the registered tasks with their options."""
+    from unforced.tasks import TASKS, task_options
+
+    listing = {name: {"description": (builder.__doc__ or "").strip().splitlines()[0] if builder.__doc__ else "",
+                      "options": task_options(name)} for name, builder in TASKS.items()}
+    if as_json:
+        sys.stdout.write(json.dumps(listing) + "\n")
+        return
+    table = Table(title="tasks (or --task path/to/pairs.tsv|.jsonl)")
+    table.add_column("task")
+    table.add_column("options")
+    for name, info in listing.items():
+        table.add_row(name, ", ".join(f"{k}={v}" for k, v in info["options"].items()))
+    stderr.print(table)
+
+
+@app.command()
+def bench(name: str = typer.Argument(None, help="benchmark name (a file in benchmarks/)"),
+          quick: bool = typer.Option(False, "--quick"),
+          as_json: bool = typer.Option(False, "--json")):
+    """Run a benchmark from the source checkout's benchmarks/ folder (each prints JSON)."""
+    import subprocess
+
+    folder = Path(__file__).resolve().parents[2] / "benchmarks"
+    available = sorted(p.stem for p in folder.glob("*.py") if not p.stem.startswith("_")) if folder.is_dir() else []
+    if name is None or name not in available:
+        if name is not None:
+            raise UnforcedError(f"unknown benchmark {name!r}; known: {', '.join(available) or 'none found'}")
+        sys.stdout.write("\n".join(available) + "\n")
+        return
+    command = [sys.executable, str(folder / f"{name}.py")] + (["--quick"] if quick else []) + \
+        (["--json"] if as_json else [])
+    raise typer.Exit(subprocess.call(command))
+
+
+def main() -> None:
+    try:
+        app()  # standalone: usage errors exit 2 with click's message, success exits 0
+    except UnforcedError as error:
+        stderr.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,248 @@
+"""The main job: train every requested strategy on one task with the same model, seed and budget, measure the
+gap of each, and write the run directory.
+
+    <out>/config.yaml                      everything that produced the numbers
+    <out>/metrics.jsonl                    training and validation lines, each tagged with its strategy
+    <out>/checkpoints/<strategy>/last.pt   one checkpoint per strategy (per phase of a chain)
+    <out>/results.json                     the results contract (DESIGN.md)
+    <out>/report.html, <out>/figures/*.png
+
+A strategy entry is a name (`teacher_forcing`) or a chain of phases (`teacher_forcing:2000>reinforce:500`),
+each phase starting from the previous one's weights. A strategy that needs a warm start, named alone, starts
+from the teacher-forced model of the same run.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import platform
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+
+from unforced import __version__
+from unforced.config import validate_config
+from unforced.diagnostics import evaluate
+from unforced.errors import UnforcedError
+from unforced.models import ModelConfig, build_model
+from unforced.strategies import NEEDS_WARM_START, STRATEGIES, make_strategy
+from unforced.tasks import get_task
+from unforced.train import TrainConfig, Trainer, atomic_write_text
+
+DEFAULT_STRATEGIES = ["teacher_forcing"]
+
+# Presets: sizes that keep `--quick` under 3 minutes on 2 CPU cores, and a default that trains longer.
+PRESETS: dict[str, dict] = {
+    "quick": {
+        "task": {"bible-en-es": {"max_words": 12, "vocab_size": 1000, "size": 6000},
+                 "toy-translation": {"size": 3000}},
+        "model": {"kind": "gru", "embedding": 96, "hidden": 192, "dropout": 0.1},
+        "train": {"steps": 300, "batch_size": 64, "eval_every": 100, "checkpoint_every": 100, "eval_limit": 100},
+        "test_limit": 300,
+    },
+    "default": {
+        "task": {"bible-en-es": {"max_words": 20, "vocab_size": 2000, "size": 15000}},
+        "model": {"kind": "gru", "embedding": 192, "hidden": 384, "dropout": 0.2},
+        "train": {"steps": 2500, "batch_size": 64, "eval_every": 250, "checkpoint_every": 250},
+        "test_limit": 1000,
+    },
+    "large": {
+        "task": {"bible-en-es": {"max_words": 30, "vocab_size": 4000}},
+        "model": {"kind": "gru", "embedding": 256, "hidden": 512, "dropout": 0.2},
+        "train": {"steps": 12000, "batch_size": 64, "eval_every": 1000, "checkpoint_every": 500},
+        "test_limit": 2000,
+    },
+}
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs; built from a preset, a YAML config file and command-line flags, in that order."""
+
+    task: str = "bible-en-es"
+    task_options: dict = field(default_factory=dict)
+    strategies: list[str] = field(default_factory=lambda: list(DEFAULT_STRATEGIES))
+    strategy_options: dict = field(default_factory=dict)
+    model: dict = field(default_factory=dict)
+    train: dict = field(default_factory=dict)
+    preset: str = "default"
+    seed: int = 0
+    test_limit: int | None = None
+
+
+@dataclass(frozen=True)
+class Phase:
+    strategy: str
+    steps: int | None
+
+
+def parse_entry(entry: str) -> list[Phase]:
+    """`name` or `name:steps>name:steps>...` -> phases (a step count is required inside a chain)."""
+    parts = [p.strip() for p in entry.split(">")]
+    phases = []
+    for part in parts:
+        match = re.fullmatch(r"([a-z_]+)(?::(\d+))?", part)
+        if not match:
+            raise UnforcedError(f"cannot read strategy entry {entry!r}: expected name or name:steps>name:steps")
+        name, steps = match.group(1), match.group(2)
+        if name not in STRATEGIES:
+            raise UnforcedError(f"unknown strategy {name!r}; known: {', '.join(STRATEGIES)}")
+        if steps is not None and int(steps) < 1:
+            raise UnforcedError(f"strategy entry {entry!r}: steps must be at least 1")
+        phases.append(Phase(name, int(steps) if steps else None))
+    if len(phases) > 1 and any(p.steps is None for p in phases):
+        raise UnforcedError(f"strategy chain {entry!r}: give every phase a step count (name:steps)")
+    return phases
+
+
+def resolve(config: RunConfig) -> tuple[dict, dict, dict]:
+    """Task options, model options and train options after the preset, then the user's own values."""
+    if config.preset not in PRESETS:
+        raise UnforcedError(f"unknown preset {config.preset!r}; known: {', '.join(PRESETS)}")
+    preset = PRESETS[config.preset]
+    task_options = {**preset["task"].get(config.task, {}), **config.task_options}
+    model = {**preset["model"], **config.model}
+    train = {**preset["train"], "seed": config.seed, **config.train}
+    return task_options, model, train
+
+
+def safe_name(entry: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", entry).strip("-")
+
+
+def signature() -> dict:
+    """What produced the numbers, so two results can be compared (cf. sacrebleu's signatures)."""
+    import numpy
+
+    return {"unforced": __version__, "torch": str(torch.__version__), "numpy": str(numpy.__version__),
+            "python": platform.python_version(), "threads": torch.get_num_threads()}
+
+
+def run_experiment(config: RunConfig, out: Path, progress: Callable[[str, dict], None] | None = None,
+                   resume: bool = False) -> dict:
+    """Train and compare every strategy entry of `config`; write the run directory; return results.json's dict."""
+    for entry in config.strategies:
+        parse_entry(entry)
+    if len(set(config.strategies)) != len(config.strategies):
+        raise UnforcedError("a strategy entry is named twice")
+    task_options, model_options, train_options = resolve(config)
+    train_config = validate_config(TrainConfig, train_options, prefix="train")
+    task = get_task(config.task, **{"seed": config.seed, **task_options})
+    longest_source, longest_target = task.longest()
+    model_options = {"max_source_len": longest_source, "max_target_len": longest_target, **model_options}
+    model_options.setdefault("source_vocab", task.source_tokenizer.vocab_size)
+    model_options.setdefault("target_vocab", task.target_tokenizer.vocab_size)
+    model_config = validate_config(ModelConfig, model_options, prefix="model")
+    limits = {"max_source_len": model_config.max_source_len, "max_target_len": model_config.max_target_len}
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    resolved = {"task": config.task, "task_options": task_options, "strategies": config.strategies,
+                "strategy_options": config.strategy_options, "model": dataclasses.asdict(model_config),
+                "train": dataclasses.asdict(train_config), "preset": config.preset, "seed": config.seed,
+                "test_limit": config.test_limit, "signature": signature()}
+    atomic_write_text(yaml.safe_dump(resolved, sort_keys=False), out / "config.yaml")
+    atomic_write_text(json.dumps({"source": task.source_tokenizer.to_json(),
+                                  "target": task.target_tokenizer.to_json()}), out / "tokenizers.json")
+    metrics_path = out / "metrics.jsonl"
+    if not resume and metrics_path.exists():
+        metrics_path.unlink()
+    test_limit = config.test_limit
+
+    def validation(model):
+        figures = evaluate(model, task, "valid", limit=train_config.eval_limit, limits=limits)
+        return {k: figures[k] for k in ("tf_nll", "fr_nll", "gap_pct", "tf_token_acc", "fr_token_acc", "metric")}
+
+    finished: dict[str, dict] = {}  # weights after each trained entry, for warm starts
+    results = {"task": task.name, "seed": config.seed, "task_settings": task.settings,
+               "model": dataclasses.asdict(model_config), "signature": resolved["signature"], "strategies": {}}
+    for entry in config.strategies:
+        phases = parse_entry(entry)
+        torch.manual_seed(config.seed)
+        model = build_model(model_config)
+        seconds = 0.0
+        warm_start = len(phases) == 1 and phases[0].strategy in NEEDS_WARM_START
+        if warm_start:
+            warm, warm_seconds = _teacher_forced(finished, model_config, task, train_config, config, out,
+                                                  metrics_path, limits, progress, validation, resume)
+            model.load_state_dict(warm)
+            seconds += warm_seconds
+        alone = len(config.strategies) == 1 and len(phases) == 1 and not warm_start
+        for index, phase in enumerate(phases):
+            steps = phase.steps or train_config.steps
+            tag = entry if len(phases) == 1 else f"{entry}#{index + 1}:{phase.strategy}"
+            # A run of one plain strategy keeps the contract's <out>/checkpoints/last.pt; several get a folder each.
+            checkpoint_dir = out / "checkpoints" if alone else out / "checkpoints" / safe_name(tag)
+            seconds += _train_phase(model, task, phase.strategy, dataclasses.replace(train_config, steps=steps),
+                                    config, checkpoint_dir, metrics_path, tag, model_config,
+                                    limits, progress, validation, resume)
+        finished[entry] = copy.deepcopy(model.state_dict())
+        if progress:
+            progress(entry, {"phase": "evaluate"})
+        figures = evaluate(model, task, "test", limit=test_limit, limits=limits)
+        figures["train_seconds"] = seconds
+        figures["checkpoint"] = str((checkpoint_dir / "last.pt").relative_to(out))
+        results["strategies"][entry] = figures
+        atomic_write_text(json.dumps(results, indent=1), out / "results.json")
+    return results
+
+
+def load_run_model(run_dir: Path, entry: str | None = None):
+    """(model, task, limits, entry name) of a finished run, rebuilt from its files and checkpoint."""
+    from unforced.report import read_run
+    from unforced.tasks.tokenizers import tokenizer_from_json
+    from unforced.train import load_checkpoint
+
+    run_dir = Path(run_dir)
+    config, results, _ = read_run(run_dir)
+    names = list(results.get("strategies", {}))
+    if not names:
+        raise UnforcedError(f"{run_dir}/results.json: no strategies in it")
+    entry = entry or names[0]
+    if entry not in results["strategies"]:
+        raise UnforcedError(f"{run_dir}: no strategy {entry!r}; found: {', '.join(names)}")
+    try:
+        task = get_task(config["task"], **{"seed": config.get("seed", 0), **config.get("task_options", {})})
+        tokenizers = json.loads((run_dir / "tokenizers.json").read_text(encoding="utf-8"))
+        model_config = ModelConfig(**config["model"])
+    except (KeyError, OSError, json.JSONDecodeError, TypeError) as error:
+        raise UnforcedError(f"{run_dir}: run files incomplete or damaged ({error})") from None
+    task.source_tokenizer = tokenizer_from_json(tokenizers["source"])
+    task.target_tokenizer = tokenizer_from_json(tokenizers["target"])
+    checkpoint_path = run_dir / results["strategies"][entry].get("checkpoint", "checkpoints/last.pt")
+    checkpoint = load_checkpoint(checkpoint_path, {"model_config": dataclasses.asdict(model_config)})
+    model = build_model(model_config)
+    model.load_state_dict(checkpoint["model"])
+    model.eval()
+    limits = {"max_source_len": model_config.max_source_len, "max_target_len": model_config.max_target_len}
+    return model, task, limits, entry
+
+
+def _train_phase(model, task, strategy_name, train_config, config, checkpoint_dir, metrics_path, tag,
+                 model_config, limits, progress, validation, resume) -> float:
+    strategy = make_strategy(strategy_name, config.strategy_options.get(strategy_name), seed=config.seed)
+    identity = {"model_config": dataclasses.asdict(model_config), "strategy": strategy_name, "task": task.name}
+    trainer = Trainer(model, task, strategy, train_config, checkpoint_dir, metrics_path, tag=tag,
+                      identity=identity, limits=limits, evaluate=validation,
+                      progress=(lambda record: progress(tag, record)) if progress else None)
+    if resume:
+        trainer.resume()
+    return trainer.fit()["train_seconds"]
+
+
+def _teacher_forced(finished, model_config, task, train_config, config, out, metrics_path, limits, progress,
+                    validation, resume):
+    if "teacher_forcing" in finished:
+        return finished["teacher_forcing"], 0.0
+    torch.manual_seed(config.seed)
+    model = build_model(model_config)
+    seconds = _train_phase(model, task, "teacher_forcing", train_config, config,
+                           out / "checkpoints" / "teacher_forcing", metrics_path, "teacher_forcing", model_config,
+                           limits, progress, validation, resume)
+    finished["teacher_forcing"] = copy.deepcopy(model.state_dict())
+    return finished["teacher_forcing"], seconds

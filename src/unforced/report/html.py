@@ -1,0 +1,108 @@
+"""report.html: the comparison table, the figures with a few plain sentences each, sample outputs, settings.
+
+Reads the run directory only (config.yaml, metrics.jsonl, results.json), so it can be rebuilt from a finished run.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+import yaml
+
+from unforced.errors import UnforcedError
+from unforced.report import figures
+from unforced.train import atomic_write_text
+
+
+def read_run(run_dir: Path) -> tuple[dict, dict, list[dict]]:
+    """(config, results, metrics) of a run directory; errors name the missing or broken file."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UnforcedError(f"{run_dir}: not a run directory")
+    results_path = run_dir / "results.json"
+    if not results_path.exists():
+        raise UnforcedError(f"{results_path}: missing (has the run finished?)")
+    try:
+        results = json.loads(results_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UnforcedError(f"{results_path}: not valid JSON ({error})") from None
+    config = {}
+    if (run_dir / "config.yaml").exists():
+        config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
+    metrics = []
+    if (run_dir / "metrics.jsonl").exists():
+        for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
+            try:
+                metrics.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return config, results, metrics
+
+
+def _growth_sentence(entry: dict) -> str:
+    errors = entry["per_position"]["fr_error"]
+    tf_errors = entry["per_position"]["tf_error"]
+    if len(errors) < 4:
+        return ""
+    third = max(1, len(errors) // 3)
+    early, late = sum(errors[:third]) / third, sum(errors[-third:]) / third
+    tf_early, tf_late = sum(tf_errors[:third]) / third, sum(tf_errors[-third:]) / third
+    return (f"Free-running error averages {early:.2f} over the first third of positions and {late:.2f} over the "
+            f"last third (teacher-forced: {tf_early:.2f} and {tf_late:.2f}).")
+
+
+def build_report(run_dir: Path) -> Path:
+    """Draw the figures and write report.html; returns its path."""
+    run_dir = Path(run_dir)
+    config, results, metrics = read_run(run_dir)
+    figure_dir = run_dir / "figures"
+    figures.per_position(results, figure_dir / "per_position.png")
+    figures.training_curves(metrics, figure_dir / "training_curves.png")
+    rows = []
+    for name, entry in results["strategies"].items():
+        metric = entry["metric"]
+        rows.append(f"<tr><td>{html.escape(name)}</td><td>{entry['tf_nll']:.3f}</td><td>{entry['fr_nll']:.3f}</td>"
+                    f"<td>{entry['gap_pct']:.1f}%</td><td>{entry['tf_token_acc']:.3f}</td>"
+                    f"<td>{entry['fr_token_acc']:.3f}</td><td>{metric['tf']:.2f}</td><td>{metric['fr']:.2f}</td>"
+                    f"<td>{entry['train_seconds']:.1f}</td></tr>")
+    metric_name = next(iter(results["strategies"].values()))["metric"]["name"] if results["strategies"] else ""
+    sentences = " ".join(f"<b>{html.escape(n)}</b>: {_growth_sentence(e)}" for n, e in results["strategies"].items())
+    examples = []
+    for name, entry in results["strategies"].items():
+        for example in entry.get("examples", [])[:3]:
+            examples.append(f"<tr><td>{html.escape(name)}</td><td>{html.escape(example['reference'])}</td>"
+                            f"<td>{html.escape(example['teacher_forced'])}</td>"
+                            f"<td>{html.escape(example['free_running'])}</td></tr>")
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>unforced report: {html.escape(results['task'])}</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}}
+table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}
+td:first-child,th:first-child{{text-align:left}}img{{max-width:100%}}pre{{background:#f6f6f6;padding:1em}}</style>
+</head><body>
+<h1>Exposure-bias report: {html.escape(results['task'])}</h1>
+<p>Teacher-forced (TF) figures score each gold token after the gold prefix; free-running (FR) figures score it
+after the model's own greedy prefix. The gap is FR NLL minus TF NLL, as a share of TF NLL.</p>
+<table><tr><th>strategy</th><th>TF NLL</th><th>FR NLL</th><th>gap</th><th>TF token acc</th><th>FR token acc</th>
+<th>TF {html.escape(metric_name)}</th><th>FR {html.escape(metric_name)}</th><th>train s</th></tr>
+{''.join(rows)}</table>
+<h2>Per-position error</h2>
+<img src="figures/per_position.png" alt="per-position error and NLL">
+<p>Each curve is the error rate (left) or the NLL of the gold token (right) at one target position, with gold
+prefixes (dashed) and with the model's own prefixes (solid). Where the solid curve climbs above the dashed one as
+positions grow, early mistakes are compounding. {sentences}</p>
+<h2>Training curves</h2>
+<img src="figures/training_curves.png" alt="training curves">
+<p>Training loss per step (left), and the validation NLL under both decodings at each evaluation (right): the
+distance between a strategy's solid and dashed lines is its gap as training goes on.</p>
+<h2>Sample outputs (test)</h2>
+<table><tr><th>strategy</th><th>reference</th><th>teacher-forced argmax</th><th>free-running greedy</th></tr>
+{''.join(examples)}</table>
+<h2>Settings</h2>
+<pre>{html.escape(yaml.safe_dump(config, sort_keys=False))}</pre>
+</body></html>
+"""
+    path = run_dir / "report.html"
+    atomic_write_text(page, path)
+    return path

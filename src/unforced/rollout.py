@@ -1,0 +1,239 @@
+"""Feeds and the decoding engine: roll a decoder forward, choosing at each step what it is fed.
+
+Teacher forcing, free running, scheduled sampling, SCST and every gap measurement are a choice of feed:
+
+    Gold()                          the reference token y_(t-1)
+    Greedy()                        the model's own argmax
+    Sample(temperature, top_k)      a sample from the model's own softmax(logits / temperature), top-k truncated
+    Mix(gold_ratio, own, per)       gold with probability `gold_ratio` (the teacher-forcing ratio), else `own`;
+                                    one coin per token, per sequence, or per batch
+
+At every step the rollout records the model's own choice (`tokens`) and what was actually fed next (`inputs`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from unforced.errors import UnforcedError
+from unforced.models.base import select_rows
+from unforced.tasks.tokenizers import BOS, EOS, PAD
+
+
+@dataclass(frozen=True)
+class Gold:
+    """Feed the reference token (teacher forcing)."""
+
+
+@dataclass(frozen=True)
+class Greedy:
+    """Feed the model's own most probable token."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """Feed a sample from softmax(logits / temperature), restricted to the `top_k` most probable tokens if set."""
+
+    temperature: float = 1.0
+    top_k: int | None = None
+
+    def __post_init__(self):
+        if self.temperature <= 0:
+            raise UnforcedError(f"Sample.temperature must be positive, got {self.temperature}")
+        if self.top_k is not None and self.top_k < 1:
+            raise UnforcedError(f"Sample.top_k must be at least 1, got {self.top_k}")
+
+
+@dataclass(frozen=True)
+class Mix:
+    """Feed gold with probability `gold_ratio` (the teacher-forcing ratio), else the `own` feed's token.
+
+    `per="token"` draws one coin per row and step (Bengio et al. 2015), `per="sequence"` one per row for the whole
+    rollout, `per="batch"` one for the whole batch.
+    """
+
+    gold_ratio: float
+    own: Greedy | Sample = field(default_factory=Greedy)
+    per: str = "token"
+
+    def __post_init__(self):
+        if not 0.0 <= self.gold_ratio <= 1.0:
+            raise UnforcedError(f"Mix.gold_ratio must be in [0, 1], got {self.gold_ratio}")
+        if self.per not in ("token", "sequence", "batch"):
+            raise UnforcedError(f"Mix.per must be 'token', 'sequence' or 'batch', got {self.per!r}")
+        if not isinstance(self.own, Greedy | Sample):
+            raise UnforcedError("Mix.own must be Greedy() or Sample(...)")
+
+
+Feed = Gold | Greedy | Sample | Mix
+
+
+@dataclass
+class Rollout:
+    tokens: Tensor  # (batch, time) the model's own choice at each step
+    inputs: Tensor  # (batch, time) what was fed at each step (<bos> first)
+    logits: Tensor  # (batch, time, vocab)
+    log_probs: Tensor  # (batch, time) log-prob of the gold token if gold was given, else of `tokens`
+    hidden: Tensor | None  # (batch, time, hidden)
+    lengths: Tensor  # (batch,) steps up to and including the first <eos> of `tokens` (or of gold, for Gold)
+    mask: Tensor  # (batch, time) True on steps inside `lengths`
+    gold_fed: Tensor | None = None  # (batch, time) True where the input at that step was gold (Mix only)
+
+
+def sample_tokens(logits: Tensor, temperature: float = 1.0, top_k: int | None = None,
+                  generator: torch.Generator | None = None) -> Tensor:
+    """Sample one token per row by inverse CDF: cumsum then searchsorted on uniform draws.
+
+    Written by hand because `torch.multinomial` over 8000 logits costs ~17 ms a step on these CPUs against
+    ~2.3 ms for this (DESIGN.md, measured facts).
+    """
+    logits = logits.detach().float() / temperature
+    index = None
+    if top_k is not None and top_k < logits.shape[-1]:
+        logits, index = logits.topk(top_k, dim=-1)
+    probs = (logits - logits.max(-1, keepdim=True).values).exp()
+    cdf = probs.cumsum(-1)
+    draw = torch.rand(logits.shape[0], 1, generator=generator, device=logits.device) * cdf[:, -1:]
+    choice = torch.searchsorted(cdf, draw, right=True).clamp(max=logits.shape[-1] - 1)
+    if index is not None:
+        choice = index.gather(1, choice)
+    return choice[:, 0]
+
+
+def _own(feed: Greedy | Sample, logits: Tensor, generator) -> Tensor:
+    if isinstance(feed, Sample):
+        return sample_tokens(logits, feed.temperature, feed.top_k, generator)
+    return logits.argmax(-1)
+
+
+def gold_coins(feed: Mix, batch: int, time: int, generator=None, device=None) -> Tensor:
+    """(batch, time) booleans, True where gold is fed, drawn as `feed.per` says."""
+    shape = {"token": (batch, time), "sequence": (batch, 1), "batch": (1, 1)}[feed.per]
+    coins = torch.rand(shape, generator=generator, device=device) < feed.gold_ratio
+    return coins.expand(batch, time)
+
+
+def _stop_lengths(tokens: Tensor) -> Tensor:
+    """Length up to and including the first <eos> (the full width where there is none)."""
+    is_eos = tokens == EOS
+    first = torch.where(is_eos.any(1), is_eos.float().argmax(1), torch.full_like(tokens[:, 0], tokens.shape[1] - 1))
+    return first + 1
+
+
+def rollout(model, memory, feed: Feed, gold: Tensor | None = None, max_len: int | None = None,
+            generator: torch.Generator | None = None, stop_at_eos: bool = True,
+            keep_hidden: bool = True, batch_size: int | None = None) -> Rollout:
+    """Run the decoder for `max_len` steps (default: gold's width), feeding what `feed` chooses.
+
+    gold: (batch, time) reference outputs y_1..y_T, <eos>, padded; the input at step t is <bos> for t = 0, then
+    gold[t-1] or the model's own token of step t-1. With `stop_at_eos`, decoding ends when every row has emitted
+    <eos>, and rows are masked after their first <eos>. Without it, every row runs the full width (the
+    diagnostics do this, to score every gold position along the model's own path).
+    Gradients flow through the logits when called with grad enabled; token choices are never differentiated.
+    """
+    if gold is None and isinstance(feed, Gold | Mix):
+        raise UnforcedError(f"feed {type(feed).__name__} needs gold tokens")
+    batch = gold.shape[0] if gold is not None else batch_size
+    if batch is None:
+        raise UnforcedError("rollout needs gold or batch_size")
+    steps = max_len if max_len is not None else (gold.shape[1] if gold is not None else None)
+    if steps is None:
+        raise UnforcedError("rollout needs gold or max_len")
+    device = next(model.parameters()).device
+    coins = None
+    if isinstance(feed, Mix):
+        coins = gold_coins(feed, batch, steps, generator, device).clone()
+        coins[:, 0] = True  # the first input is always <bos>
+    state = model.start(memory, batch)
+    fed = torch.full((batch,), BOS, dtype=torch.long, device=device)
+    done = torch.zeros(batch, dtype=torch.bool, device=device)
+    tokens, inputs, logits_all, hiddens = [], [], [], []
+    for t in range(steps):
+        inputs.append(fed)
+        logits, hidden, state = model.step(memory, state, fed)
+        logits_all.append(logits)
+        if keep_hidden:
+            hiddens.append(hidden)
+        own_feed = feed.own if isinstance(feed, Mix) else (Greedy() if isinstance(feed, Gold) else feed)
+        own = _own(own_feed, logits, generator)
+        tokens.append(own)
+        done = done | (own == EOS)
+        if t + 1 < steps:
+            if isinstance(feed, Gold):
+                fed = gold[:, t]
+            elif isinstance(feed, Mix):
+                fed = torch.where(coins[:, t + 1], gold[:, t], own)
+            else:
+                fed = own
+        if stop_at_eos and gold is None and bool(done.all()):
+            break
+    tokens_t = torch.stack(tokens, 1)
+    logits_t = torch.stack(logits_all, 1)  # (batch, time, vocab)
+    time = tokens_t.shape[1]
+    log_softmax = logits_t.log_softmax(-1)
+    target = gold[:, :time] if gold is not None else tokens_t
+    log_probs = log_softmax.gather(2, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    if not stop_at_eos:
+        lengths = torch.full((batch,), time, dtype=torch.long, device=device)
+    elif isinstance(feed, Gold):
+        lengths = (gold != PAD).sum(1)
+    else:
+        lengths = _stop_lengths(tokens_t)
+    mask = torch.arange(time, device=device)[None, :] < lengths[:, None]
+    return Rollout(tokens=tokens_t, inputs=torch.stack(inputs, 1), logits=logits_t, log_probs=log_probs,
+                   hidden=torch.stack(hiddens, 1) if keep_hidden else None, lengths=lengths, mask=mask,
+                   gold_fed=coins[:, :time] if coins is not None else None)
+
+
+@torch.no_grad()
+def beam_search(model, memory, beam_size: int, max_len: int, batch_size: int,
+                length_penalty: float = 0.0) -> tuple[Tensor, Tensor]:
+    """Beam search; returns the best sequence per row (batch, time) and its score.
+
+    Score = sum of log-probs / length**length_penalty (0 ranks by total log-prob, as exhaustive search does).
+    A hypothesis ends at <eos>; finished hypotheses keep their score and take no further tokens.
+    """
+    if beam_size < 1:
+        raise UnforcedError(f"beam_size must be at least 1, got {beam_size}")
+    device = next(model.parameters()).device
+    memory = select_rows(memory, torch.arange(batch_size, device=device).repeat_interleave(beam_size))
+    state = model.start(memory, batch_size * beam_size)
+    scores = torch.full((batch_size, beam_size), float("-inf"), device=device)
+    scores[:, 0] = 0.0  # all beams start identical: keep one so the first step has no duplicates
+    finished = torch.zeros(batch_size, beam_size, dtype=torch.bool, device=device)
+    sequences = torch.zeros(batch_size, beam_size, 0, dtype=torch.long, device=device)
+    fed = torch.full((batch_size * beam_size,), BOS, dtype=torch.long, device=device)
+    for _ in range(max_len):
+        logits, _, state = model.step(memory, state, fed)
+        log_probs = logits.float().log_softmax(-1).view(batch_size, beam_size, -1)
+        vocab = log_probs.shape[-1]
+        # A finished beam extends only by <pad> at no cost, so it competes with its frozen score.
+        frozen = torch.full_like(log_probs, float("-inf"))
+        frozen[..., PAD] = 0.0
+        log_probs = torch.where(finished.unsqueeze(-1), frozen, log_probs)
+        candidates = (scores.unsqueeze(-1) + log_probs).view(batch_size, -1)
+        k = min(beam_size, candidates.shape[1])
+        top_scores, top_index = candidates.topk(k, dim=1)
+        if k < beam_size:
+            pad = torch.full((batch_size, beam_size - k), float("-inf"), device=device)
+            top_scores = torch.cat([top_scores, pad], 1)
+            top_index = torch.cat([top_index, top_index[:, :1].expand(-1, beam_size - k)], 1)
+        origin, token = top_index // vocab, top_index % vocab
+        sequences = torch.cat([sequences.gather(1, origin.unsqueeze(-1).expand_as(sequences)),
+                               token.unsqueeze(-1)], 2)
+        finished = finished.gather(1, origin) | (token == EOS)
+        scores = top_scores
+        flat = (origin + torch.arange(batch_size, device=device)[:, None] * beam_size).view(-1)
+        state = select_rows(state, flat)
+        fed = token.view(-1)
+        if bool(finished.all()):
+            break
+    lengths = torch.where(finished, (sequences == EOS).float().argmax(2) + 1,
+                          torch.full_like(scores, sequences.shape[2], dtype=torch.long))
+    ranked = scores / lengths.float() ** length_penalty if length_penalty else scores
+    best = ranked.argmax(1)
+    rows = torch.arange(batch_size, device=device)
+    return sequences[rows, best], scores[rows, best]

@@ -1,0 +1,53 @@
+"""Tasks: a plain dict registry of names to builders, plus any local pairs file (`.tsv` / `.jsonl`)."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+
+from unforced.errors import UnforcedError
+from unforced.tasks.base import Batch, Pair, Task
+from unforced.tasks.bible import bible_task
+from unforced.tasks.files import file_task
+from unforced.tasks.synthetic import addition_task, copy_task, reverse_task, sort_task, toy_translation_task
+
+TASKS: dict[str, Callable[..., Task]] = {
+    "bible-en-es": bible_task,
+    "toy-translation": toy_translation_task,
+    "copy": copy_task,
+    "reverse": reverse_task,
+    "sort": sort_task,
+    "addition": addition_task,
+}
+
+DEFAULT_TASK = "bible-en-es"
+
+
+def task_options(name: str) -> dict[str, object]:
+    """The options a task takes, with their defaults."""
+    builder = TASKS[name]
+    if name in ("copy", "reverse", "sort"):
+        from unforced.tasks.synthetic import _symbol_task as builder
+    return {key: p.default for key, p in inspect.signature(builder).parameters.items()
+            if p.default is not inspect.Parameter.empty}
+
+
+def get_task(name: str, **options) -> Task:
+    """Build the task `name` (a registered name or a path to a .tsv/.jsonl pairs file) with `options`."""
+    if name in TASKS:
+        known = task_options(name)
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            raise UnforcedError(f"task {name!r} has no option(s) {', '.join(unknown)}; "
+                                f"known: {', '.join(sorted(known))}")
+        return TASKS[name](**options)
+    if name.endswith((".tsv", ".jsonl")) or Path(name).exists():
+        if not Path(name).exists():
+            raise UnforcedError(f"data file {name} does not exist")
+        allowed = {"tokenizer", "vocab_size", "seed", "metric"}
+        return file_task(name, **{k: v for k, v in options.items() if k in allowed})
+    raise UnforcedError(f"unknown task {name!r}; known: {', '.join(TASKS)}, or a path to a .tsv/.jsonl file")
+
+
+__all__ = ["TASKS", "DEFAULT_TASK", "Batch", "Pair", "Task", "get_task", "task_options"]

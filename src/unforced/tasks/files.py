@@ -1,0 +1,85 @@
+"""Tasks from a local file of pairs: `.tsv` (source TAB target [TAB split]) or `.jsonl` (`source`, `target`
+[, `split`]). Without a split column the pairs are split deterministically (seeded shuffle, 80/10/10)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from unforced.errors import UnforcedError
+from unforced.tasks.base import Pair, Task, deterministic_split
+from unforced.tasks.tokenizers import train_tokenizer
+
+SPLITS = ("train", "valid", "test")
+
+
+def read_pairs(path: str | Path) -> tuple[list[Pair], list[str | None]]:
+    """Pairs and their split names (None where the file gives none); errors name the file and line."""
+    path = Path(path)
+    if path.suffix not in (".tsv", ".jsonl"):
+        raise UnforcedError(f"{path}: a pairs file must end in .tsv or .jsonl")
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise UnforcedError(f"{path}: cannot read: {error.strerror or error}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        raise UnforcedError(f"{path}:{line}: not valid UTF-8") from None
+    pairs: list[Pair] = []
+    splits: list[str | None] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        if path.suffix == ".tsv":
+            fields = line.split("\t")
+            if len(fields) not in (2, 3):
+                raise UnforcedError(f"{where}: expected 'source<TAB>target[<TAB>split]', found {len(fields)} "
+                                    f"tab-separated field(s)")
+            source, target, split = fields[0], fields[1], fields[2] if len(fields) == 3 else None
+        else:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise UnforcedError(f"{where}: not valid JSON ({error.msg})") from None
+            if not isinstance(record, dict):
+                raise UnforcedError(f"{where}: expected a JSON object with 'source' and 'target'")
+            missing = [key for key in ("source", "target") if key not in record]
+            if missing:
+                raise UnforcedError(f"{where}: missing field(s) {', '.join(missing)}")
+            source, target, split = record["source"], record["target"], record.get("split")
+            if not isinstance(source, str) or not isinstance(target, str):
+                raise UnforcedError(f"{where}: 'source' and 'target' must be strings")
+        source, target = source.strip(), target.strip()
+        if not source or not target:
+            raise UnforcedError(f"{where}: empty {'source' if not source else 'target'}")
+        if split is not None and split not in SPLITS:
+            raise UnforcedError(f"{where}: split must be one of {', '.join(SPLITS)}, got {split!r}")
+        pairs.append((source, target))
+        splits.append(split)
+    if not pairs:
+        raise UnforcedError(f"{path}: no pairs found (the file is empty)")
+    if len(set(s is None for s in splits)) > 1:
+        raise UnforcedError(f"{path}: some lines name a split and others do not; name it on every line or none")
+    return pairs, splits
+
+
+def file_task(path: str | Path, tokenizer: str = "word", vocab_size: int | None = None, seed: int = 0,
+              metric: str = "bleu") -> Task:
+    pairs, splits = read_pairs(path)
+    if splits[0] is None:
+        if len(pairs) < 3:
+            raise UnforcedError(f"{path}: need at least 3 pairs to split into train/valid/test, found {len(pairs)}")
+        train, valid, test = deterministic_split(pairs, seed)
+    else:
+        train, valid, test = ([p for p, s in zip(pairs, splits, strict=True) if s == name] for name in SPLITS)
+        for name, split in zip(SPLITS, (train, valid, test), strict=True):
+            if not split:
+                raise UnforcedError(f"{path}: the {name} split is empty")
+    source_tok = train_tokenizer([s for s, _ in train], tokenizer, vocab_size)
+    target_tok = train_tokenizer([t for _, t in train], tokenizer, vocab_size)
+    return Task(name=str(path), train=train, valid=valid, test=test, source_tokenizer=source_tok,
+                target_tokenizer=target_tok, metric=metric, description=f"pairs from {path}",
+                settings={"path": str(path), "tokenizer": tokenizer, "vocab_size": vocab_size, "seed": seed})

@@ -1,0 +1,127 @@
+"""Tokenizers: character, word, and BPE (trained with Hugging Face `tokenizers`).
+
+Every tokenizer shares the same four special ids, so models and the rollout engine never ask which one they hold:
+pad = 0, bos = 1, eos = 2, unk = 3.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable
+from typing import Protocol
+
+from unforced.errors import UnforcedError
+
+PAD, BOS, EOS, UNK = 0, 1, 2, 3
+SPECIALS = ["<pad>", "<bos>", "<eos>", "<unk>"]
+
+
+class Tokenizer(Protocol):
+    kind: str
+    vocab_size: int
+
+    def encode(self, text: str) -> list[int]: ...
+    def decode(self, ids: Iterable[int]) -> str: ...
+    def to_json(self) -> str: ...
+
+
+def _strip(ids: Iterable[int]) -> list[int]:
+    """Ids up to the first end-of-sequence, without specials."""
+    out = []
+    for i in ids:
+        i = int(i)
+        if i == EOS:
+            break
+        if i > UNK:
+            out.append(i)
+    return out
+
+
+class VocabTokenizer:
+    """A fixed vocabulary of symbols (characters or words); unknown symbols map to <unk>."""
+
+    def __init__(self, symbols: list[str], kind: str):
+        if kind not in ("char", "word"):
+            raise UnforcedError(f"tokenizer kind must be 'char' or 'word', got {kind!r}")
+        self.kind = kind
+        self.itos = SPECIALS + [s for s in symbols if s not in SPECIALS]
+        self.stoi = {s: i for i, s in enumerate(self.itos)}
+        self.vocab_size = len(self.itos)
+
+    @classmethod
+    def train(cls, texts: Iterable[str], kind: str, max_size: int | None = None) -> VocabTokenizer:
+        counts: Counter[str] = Counter()
+        for text in texts:
+            counts.update(text if kind == "char" else text.split())
+        # Sorted by count, then symbol, so the vocabulary is the same on every machine.
+        ranked = sorted(counts, key=lambda s: (-counts[s], s))
+        if max_size is not None:
+            ranked = ranked[: max(0, max_size - len(SPECIALS))]
+        return cls(ranked, kind)
+
+    def _symbols(self, text: str) -> list[str]:
+        return list(text) if self.kind == "char" else text.split()
+
+    def encode(self, text: str) -> list[int]:
+        return [self.stoi.get(s, UNK) for s in self._symbols(text)]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        symbols = [self.itos[i] for i in _strip(ids) if i < self.vocab_size]
+        return ("" if self.kind == "char" else " ").join(symbols)
+
+    def to_json(self) -> str:
+        return json.dumps({"kind": self.kind, "symbols": self.itos[len(SPECIALS):]})
+
+
+class BPETokenizer:
+    """Byte-pair encoding trained with Hugging Face `tokenizers` (Sennrich et al. 2016), whitespace pre-split."""
+
+    kind = "bpe"
+
+    def __init__(self, tokenizer):
+        self._tok = tokenizer
+        self.vocab_size = tokenizer.get_vocab_size()
+
+    @classmethod
+    def train(cls, texts: Iterable[str], vocab_size: int) -> BPETokenizer:
+        from tokenizers import Tokenizer as HFTokenizer
+        from tokenizers import decoders, models, pre_tokenizers, trainers
+
+        if vocab_size <= len(SPECIALS):
+            raise UnforcedError(f"bpe vocab_size must exceed {len(SPECIALS)}, got {vocab_size}")
+        tok = HFTokenizer(models.BPE(unk_token="<unk>", end_of_word_suffix="</w>"))
+        tok.pre_tokenizer = pre_tokenizers.Whitespace()
+        tok.decoder = decoders.BPEDecoder(suffix="</w>")
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size, special_tokens=SPECIALS, end_of_word_suffix="</w>", show_progress=False
+        )
+        tok.train_from_iterator(list(texts), trainer=trainer)
+        return cls(tok)
+
+    def encode(self, text: str) -> list[int]:
+        return self._tok.encode(text).ids
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self._tok.decode(_strip(ids))
+
+    def to_json(self) -> str:
+        return json.dumps({"kind": "bpe", "tokenizer": self._tok.to_str()})
+
+
+def train_tokenizer(texts: Iterable[str], kind: str, vocab_size: int | None = None) -> Tokenizer:
+    """Train a tokenizer of `kind` ('char', 'word' or 'bpe') on `texts`."""
+    if kind == "bpe":
+        return BPETokenizer.train(texts, vocab_size or 2000)
+    if kind in ("char", "word"):
+        return VocabTokenizer.train(texts, kind, vocab_size)
+    raise UnforcedError(f"unknown tokenizer {kind!r}; known: char, word, bpe")
+
+
+def tokenizer_from_json(text: str) -> Tokenizer:
+    data = json.loads(text)
+    if data["kind"] == "bpe":
+        from tokenizers import Tokenizer as HFTokenizer
+
+        return BPETokenizer(HFTokenizer.from_str(data["tokenizer"]))
+    return VocabTokenizer(data["symbols"], data["kind"])
