@@ -24,7 +24,7 @@ data: $(VENV)/.installed
 	$(BIN)/python -m unforced.tasks.sword
 
 run: $(VENV)/.installed data
-	$(BIN)/unforced run --out runs/latest $(RUN_ARGS)
+	$(BIN)/unforced run $(RUN_ARGS)
 
 quick:
 	$(MAKE) run RUN_ARGS=--quick

@@ -126,7 +126,9 @@ def main(argv: list[str] | None = None) -> dict:
         lambda h, r: [sacrebleu.sentence_bleu(x, y).score for x, y in zip(h, r, strict=True)], batches
     )
     reused = BLEU(effective_order=True)
-    reused_loop = median_ms(lambda h, r: [reused.sentence_score(x, y).score for x, y in zip(h, r, strict=True)], batches)
+    reused_loop = median_ms(
+        lambda h, r: [reused.sentence_score(x, y).score for x, y in zip(h, r, strict=True)], batches
+    )
 
     result = {
         "benchmark": "rewards_speed",
@@ -150,7 +152,10 @@ def main(argv: list[str] | None = None) -> dict:
             "pycocoevalcap_over_ours_warm": round(coco_ms / ours_warm, 1),
             "pycocoevalcap_over_ours_batch_df": round(coco_ms / ours_batch_df, 1),
         },
-        "cider_d_max_abs_difference": {"vs_scst_reference": max_difference_scst, "vs_pycocoevalcap": max_difference_coco},
+        "cider_d_max_abs_difference": {
+            "vs_scst_reference": max_difference_scst,
+            "vs_pycocoevalcap": max_difference_coco,
+        },
         "bleu_ms": {
             "ours_cold": round(bleu_cold, 3),
             "ours_warm": round(bleu_warm, 3),

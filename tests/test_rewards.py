@@ -270,6 +270,18 @@ def test_cider_d_with_a_corpus_equals_the_scst_reference():
     assert not np.allclose(ours, CiderD()(hypotheses, references))
 
 
+def test_cider_d_stays_equal_over_many_batches_as_its_caches_grow():
+    rng = random.Random(8)
+    _, corpus = random_captions(rng, 100)
+    scorer, reference = CiderD(corpus), ReferenceCiderD(corpus)
+    for _ in range(12):
+        hypotheses, outside = random_captions(rng, 10)
+        references = [corpus[rng.randrange(len(corpus))] if i % 3 else refs for i, refs in enumerate(outside)]
+        np.testing.assert_allclose(
+            scorer(hypotheses, references), reference_scores(reference, hypotheses, references), atol=1e-6
+        )
+
+
 def test_cider_d_on_its_own_corpus_equals_pycocoevalcap():
     hypotheses, references = random_captions(random.Random(3), 120)
     np.testing.assert_allclose(
@@ -284,7 +296,9 @@ def test_cider_d_document_frequencies_are_computed_once_per_corpus():
     assert first.statistics is second.statistics
     assert CiderD(corpus, n=3).statistics is not first.statistics
     first(["w0 w1 w2"], [corpus[0]])
-    assert set(corpus[0]) <= set(second.statistics.references)  # reference vectors kept for the next batch
+    assert set(corpus[0]) <= set(
+        second.statistics.reference_rows
+    )  # reference vectors kept for the next batch
 
 
 def test_plain_cider_equals_reference():

@@ -75,16 +75,26 @@ def _load_config_file(path: Path | None) -> dict:
     return data
 
 
-def _run(config_data: dict, out: Path, as_json: bool, resume: bool) -> None:
+def _default_out(data: dict) -> Path:
+    import re
+    import time
+
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(str(data.get("task", "bible-en-es"))).stem)
+    return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _run(config_data: dict, out: Path | None, as_json: bool, resume: bool, overwrite: bool = False) -> None:
     from unforced.config import validate_config
     from unforced.experiment import RunConfig, run_experiment
     from unforced.report import build_report
 
     config = validate_config(RunConfig, config_data, prefix="config")
-    if out.exists() and not out.is_dir():
-        raise UnforcedError(f"{out}: exists and is not a directory")
+    if out is None:
+        if resume:
+            raise UnforcedError("--resume needs --out: the run directory to continue")
+        out = _default_out(config_data)
     with _Bars(enabled=sys.stderr.isatty() or not as_json) as bars:
-        results = run_experiment(config, out, progress=bars, resume=resume)
+        results = run_experiment(config, out, progress=bars, resume=resume, overwrite=overwrite)
     report = build_report(out)
     if as_json:
         sys.stdout.write(json.dumps(results) + "\n")
@@ -99,9 +109,10 @@ def run(task: str = typer.Option(None, help="registered task name or a .tsv/.jso
         quick: bool = typer.Option(False, "--quick", help="small preset: under 3 minutes on 2 CPU cores"),
         preset: str = typer.Option(None, help="quick, default or large"),
         config: Path = typer.Option(None, help="YAML file with task, model, train, strategy_options sections"),
-        out: Path = typer.Option(Path("runs/latest"), help="run directory"),
+        out: Path = typer.Option(None, help="run directory (default: runs/<task>-<date>-<time>)"),
         seed: int = typer.Option(None, help="random seed"),
         resume: bool = typer.Option(False, "--resume", help="continue from the checkpoints in --out"),
+        overwrite: bool = typer.Option(False, "--overwrite", help="replace a run already in --out"),
         as_json: bool = typer.Option(False, "--json", help="print the JSON result alone on stdout")):
     """The main job: train every strategy, compare teacher-forced and free-running figures, write a report."""
     data = _load_config_file(config)
@@ -117,23 +128,24 @@ def run(task: str = typer.Option(None, help="registered task name or a .tsv/.jso
         data["preset"] = "quick" if quick else preset
     if seed is not None:
         data["seed"] = seed
-    _run(data, out, as_json, resume)
+    _run(data, out, as_json, resume, overwrite)
 
 
 @app.command()
 def train(task: str = typer.Option(..., help="registered task name or a .tsv/.jsonl pairs file"),
           strategy: str = typer.Option(..., help="strategy name or chain"),
           config: Path = typer.Option(None, help="YAML config file"),
-          out: Path = typer.Option(Path("runs/train"), help="run directory"),
+          out: Path = typer.Option(None, help="run directory (default: runs/<task>-<date>-<time>)"),
           preset: str = typer.Option(None, help="quick, default or large"),
           resume: bool = typer.Option(False, "--resume", help="continue from <out>/checkpoints/last.pt"),
+          overwrite: bool = typer.Option(False, "--overwrite", help="replace a run already in --out"),
           as_json: bool = typer.Option(False, "--json", help="print the JSON result alone on stdout")):
     """Train one strategy on one task."""
     data = _load_config_file(config)
     data.update({"task": task, "strategies": [strategy]})
     if preset:
         data["preset"] = preset
-    _run(data, out, as_json, resume)
+    _run(data, out, as_json, resume, overwrite)
 
 
 @app.command()

@@ -125,8 +125,11 @@ def signature() -> dict:
 
 
 def run_experiment(config: RunConfig, out: Path, progress: Callable[[str, dict], None] | None = None,
-                   resume: bool = False) -> dict:
-    """Train and compare every strategy entry of `config`; write the run directory; return results.json's dict."""
+                   resume: bool = False, overwrite: bool = False) -> dict:
+    """Train and compare every strategy entry of `config`; write the run directory; return results.json's dict.
+
+    A directory that already holds a run is continued only with `resume` (and the same settings), replaced only
+    with `overwrite`; otherwise it is refused, so nothing written before is lost."""
     for entry in config.strategies:
         parse_entry(entry)
     if len(set(config.strategies)) != len(config.strategies):
@@ -141,17 +144,15 @@ def run_experiment(config: RunConfig, out: Path, progress: Callable[[str, dict],
     model_config = validate_config(ModelConfig, model_options, prefix="model")
     limits = {"max_source_len": model_config.max_source_len, "max_target_len": model_config.max_target_len}
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     resolved = {"task": config.task, "task_options": task_options, "strategies": config.strategies,
                 "strategy_options": config.strategy_options, "model": dataclasses.asdict(model_config),
                 "train": dataclasses.asdict(train_config), "preset": config.preset, "seed": config.seed,
                 "test_limit": config.test_limit, "signature": signature()}
+    _claim(out, resolved, resume, overwrite)
     atomic_write_text(yaml.safe_dump(resolved, sort_keys=False), out / "config.yaml")
     atomic_write_text(json.dumps({"source": task.source_tokenizer.to_json(),
                                   "target": task.target_tokenizer.to_json()}), out / "tokenizers.json")
     metrics_path = out / "metrics.jsonl"
-    if not resume and metrics_path.exists():
-        metrics_path.unlink()
     test_limit = config.test_limit
 
     def validation(model):
@@ -190,6 +191,29 @@ def run_experiment(config: RunConfig, out: Path, progress: Callable[[str, dict],
         results["strategies"][entry] = figures
         atomic_write_text(json.dumps(results, indent=1), out / "results.json")
     return results
+
+
+def _claim(out: Path, resolved: dict, resume: bool, overwrite: bool) -> None:
+    """Refuse to write over an earlier run unless told to resume it (with the same settings) or replace it."""
+    if out.exists() and not out.is_dir():
+        raise UnforcedError(f"{out}: exists and is not a directory")
+    holds_run = (out / "results.json").exists() or (out / "checkpoints").exists()
+    if holds_run and resume and (out / "config.yaml").exists():
+        before = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8")) or {}
+        changed = [key for key in resolved if key != "signature" and before.get(key) != resolved[key]]
+        if changed:
+            raise UnforcedError(f"{out}: cannot resume with other settings ({', '.join(changed)} differ from the "
+                                f"run's config.yaml)")
+    elif holds_run and not resume:
+        if not overwrite:
+            raise UnforcedError(f"{out} already holds a run: pass --resume to continue it, --overwrite to replace "
+                                f"it, or choose another --out")
+        import shutil
+
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
+        for name in ("results.json", "metrics.jsonl", "report.html"):
+            (out / name).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
 
 
 def load_run_model(run_dir: Path, entry: str | None = None):

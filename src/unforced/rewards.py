@@ -250,25 +250,44 @@ def exact_match(hypotheses: list[str], references: list[list[str]]) -> np.ndarra
 # --- CIDEr and CIDEr-D ---------------------------------------------------------------------------------------
 
 
-def _ngram_counts(text: str, n: int) -> Counter[tuple[str, ...]]:
-    words = text.split()
-    return Counter(tuple(words[i : i + k]) for k in range(1, n + 1) for i in range(len(words) - k + 1))
+def _ngram_counts(words: list[str], n: int, sizes: list[int] | None = None) -> Counter[tuple[str, ...]]:
+    """Counts of the 1..n-grams of `words`, in order of n; `sizes` gets the number of distinct ones per n."""
+    counts: Counter[tuple[str, ...]] = Counter()
+    for k in range(1, n + 1):
+        # zip of k shifted copies yields the k-grams as tuples, and Counter counts them in C.
+        counts.update(zip(*[words[i:] for i in range(k)], strict=False))
+        if sizes is not None:
+            sizes.append(len(counts))
+    return counts
 
 
-class _Vector(NamedTuple):
-    """A sentence's tf-idf vector, sparse: one entry per distinct n-gram."""
+class _Vectors(NamedTuple):
+    """The tf-idf vectors of several sentences, sparse and flat: one entry per distinct n-gram of a sentence."""
 
-    ids: np.ndarray  # (entries,) n-gram ids, sorted; -1 for a hypothesis n-gram no reference has
+    ids: np.ndarray  # (entries,) n-gram ids; -1 for a hypothesis n-gram that no reference has
     weights: np.ndarray  # (entries,) tf * idf
     orders: np.ndarray  # (entries,) n-gram length - 1
-    norms: np.ndarray  # (n,) one Euclidean norm per order
-    length: int  # the reference code's length: the number of bigrams (words - 1), see CiderD
+    owners: np.ndarray  # (entries,) which sentence
+    norms: np.ndarray  # (sentences, n) one Euclidean norm per order
+    lengths: np.ndarray  # (sentences,) the reference code's length: bigrams (words - 1), see CiderD
+
+
+def _grow(array: np.ndarray, used: int, values: np.ndarray) -> np.ndarray:
+    """`array` with `values` written after its first `used` rows, doubling its capacity when full."""
+    needed = used + len(values)
+    if needed > len(array):
+        bigger = np.empty((max(needed, 2 * len(array)), *array.shape[1:]), dtype=array.dtype)
+        bigger[:used] = array[:used]
+        array = bigger
+    array[used:needed] = values
+    return array
 
 
 class _DocumentFrequencies:
     """Document frequencies of one reference corpus, and the tf-idf vectors of its references once computed.
 
-    df(g) = the number of items (images) whose references contain n-gram g; log_size = log(number of items).
+    df(g) = the number of items (images) whose references contain n-gram g; log_size = log(number of items);
+    idf(g) = log_size - log(max(1, df(g))), so an n-gram the corpus lacks weighs log_size.
     """
 
     def __init__(self, corpus: Sequence[Sequence[str]], n: int) -> None:
@@ -280,44 +299,89 @@ class _DocumentFrequencies:
                 raise UnforcedError(
                     "the reference corpus must be a list of lists of references, not of strings"
                 )
-            frequency.update({g for ref in refs for g in _ngram_counts(ref, n)})
+            frequency.update({g for ref in refs for g in _ngram_counts(ref.split(), n)})
         self.n = n
-        self.frequency = dict(frequency)
         self.log_size = math.log(len(corpus))
-        self.ngram_ids: dict[tuple[str, ...], int] = {}
-        self.references: dict[str, _Vector] = {}
+        # Every corpus n-gram gets an id now; n-grams of references outside the corpus get theirs later.
+        self.ngram_ids: dict[tuple[str, ...], int] = {g: i for i, g in enumerate(frequency)}
+        self._idf = [self.log_size - math.log(df) for df in frequency.values()]
+        self._idf_array = np.asarray([*self._idf, self.log_size], dtype=np.float64)
+        # The references' vectors, flat (CSR-like) so that a batch gathers them with one index: entries of
+        # reference r are rows starts[r] : starts[r] + sizes[r], sorted by n-gram id.
+        self.reference_rows: dict[str, int] = {}
+        self._ids = np.empty(0, dtype=np.int32)
+        self._weights = np.empty(0, dtype=np.float64)
+        self._orders = np.empty(0, dtype=np.int16)
+        self._entries = 0
+        self._starts = np.empty(0, dtype=np.int64)
+        self._sizes = np.empty(0, dtype=np.int64)
+        self._norms = np.empty((0, n), dtype=np.float64)
+        self._lengths = np.empty(0, dtype=np.int64)
 
-    def _vector(self, text: str, register: bool) -> _Vector:
-        counts = _ngram_counts(text, self.n)
-        if register:
-            ids = [self.ngram_ids.setdefault(g, len(self.ngram_ids)) for g in counts]
-        else:
-            # A hypothesis n-gram unseen in every reference can never match: no id, no growth of the id table.
-            ids = [self.ngram_ids.get(g, -1) for g in counts]
-        # idf = log(|corpus|) - log(max(1, df)): an n-gram absent from the corpus counts as df = 1.
-        weights = [
-            tf * (self.log_size - math.log(max(1.0, self.frequency.get(g, 0.0)))) for g, tf in counts.items()
-        ]
-        orders = [len(g) - 1 for g in counts]
-        order = np.argsort(ids, kind="stable")  # sorted ids let a batch match n-grams with one searchsorted
-        ids_array = np.asarray(ids, dtype=np.int64)[order]
-        weights_array = np.asarray(weights, dtype=np.float64)[order]
-        orders_array = np.asarray(orders, dtype=np.int64)[order]
-        # astype: bincount of no entries returns integers
-        squares = np.bincount(orders_array, weights=weights_array**2, minlength=self.n).astype(np.float64)
-        norms = np.sqrt(squares)
-        words = len(text.split())
-        length = words - 1 if self.n >= 2 and words >= 2 else 0
-        return _Vector(ids_array, weights_array, orders_array, norms, length)
+    def vectors(self, texts: Sequence[str], register: bool) -> _Vectors:
+        n, ngram_ids = self.n, self.ngram_ids
+        ids: list[int] = []
+        term_frequencies: list[int] = []
+        sizes: list[int] = []  # cumulative distinct n-gram counts, n per sentence
+        lengths: list[int] = []
+        for text in texts:
+            words = text.split()
+            counts = _ngram_counts(words, n, sizes)
+            if register:
+                for g in counts:
+                    if g not in ngram_ids:
+                        ngram_ids[g] = len(ngram_ids)
+                        self._idf.append(self.log_size)
+                ids.extend([ngram_ids[g] for g in counts])
+            else:
+                # A hypothesis n-gram that no reference has can never match: no id, no growth of the table.
+                ids.extend([ngram_ids.get(g, -1) for g in counts])
+            term_frequencies.extend(counts.values())
+            lengths.append(len(words) - 1 if n >= 2 and len(words) >= 2 else 0)
+        if len(self._idf_array) != len(self._idf) + 1:
+            # The extra last entry is what id -1 (an n-gram of no reference, df = 0) reads: log_size.
+            self._idf_array = np.asarray([*self._idf, self.log_size], dtype=np.float64)
+        ids_array = np.asarray(ids, dtype=np.int64)
+        per_order = np.diff(np.asarray(sizes, dtype=np.int64).reshape(len(texts), n), axis=1, prepend=0)
+        orders_array = np.repeat(np.tile(np.arange(n), len(texts)), per_order.ravel())
+        owners_array = np.repeat(np.arange(len(texts)), per_order.sum(axis=1))
+        weights = np.asarray(term_frequencies, dtype=np.float64) * self._idf_array[ids_array]
+        squares = np.bincount(owners_array * n + orders_array, weights=weights**2, minlength=len(texts) * n)
+        norms = np.sqrt(squares.astype(np.float64)).reshape(len(texts), n)  # astype: no entries gives ints
+        return _Vectors(ids_array, weights, orders_array, owners_array, norms, np.asarray(lengths))
 
-    def reference(self, text: str) -> _Vector:
-        vector = self.references.get(text)
-        if vector is None:
-            vector = self.references[text] = self._vector(text, register=True)
-        return vector
+    def _store(self, texts: list[str]) -> None:
+        new = self.vectors(texts, register=True)
+        order = np.lexsort((new.ids, new.owners))  # by reference, then by id
+        sizes = np.bincount(new.owners, minlength=len(texts))
+        count = len(self.reference_rows)
+        self._starts = _grow(self._starts, count, self._entries + np.cumsum(sizes) - sizes)
+        self._sizes = _grow(self._sizes, count, sizes)
+        self._norms = _grow(self._norms, count, new.norms)
+        self._lengths = _grow(self._lengths, count, new.lengths)
+        self._ids = _grow(self._ids, self._entries, new.ids[order])
+        self._weights = _grow(self._weights, self._entries, new.weights[order])
+        self._orders = _grow(self._orders, self._entries, new.orders[order])
+        self._entries += len(order)
+        self.reference_rows.update(zip(texts, range(count, count + len(texts)), strict=True))
 
-    def hypothesis(self, text: str) -> _Vector:
-        return self._vector(text, register=False)
+    def references(self, texts: list[str]) -> _Vectors:
+        """The vectors of `texts` (computed once, then kept), each one's entries sorted by n-gram id."""
+        missing = [t for t in dict.fromkeys(texts) if t not in self.reference_rows]
+        if missing:
+            self._store(missing)
+        rows = np.fromiter((self.reference_rows[t] for t in texts), dtype=np.int64, count=len(texts))
+        sizes = self._sizes[rows]
+        gather = np.repeat(self._starts[rows] - (np.cumsum(sizes) - sizes), sizes) + np.arange(sizes.sum())
+        owners = np.repeat(np.arange(len(texts)), sizes)
+        return _Vectors(
+            self._ids[gather].astype(np.int64),
+            self._weights[gather],
+            self._orders[gather].astype(np.int64),
+            owners,
+            self._norms[rows],
+            self._lengths[rows],
+        )
 
 
 _CORPUS_CACHE: OrderedDict[tuple[str, int], _DocumentFrequencies] = OrderedDict()
@@ -352,14 +416,18 @@ class CiderD:
                                  * sum_k min(g_k(c), g_k(s_j)) g_k(s_j) / (|g^n(c)| |g^n(s_j)|)
         CIDEr-D(c, S) = 1/N * sum_{n=1..N} CIDEr-D_n(c, S)          (N = n = 4, sigma = 6)
 
-    Equal to the COCO caption evaluation code (pycocoevalcap's `Cider`, which despite its name computes this
-    clipped, length-penalised form; Rennie et al. 2017 train on it as CIDEr-D). As in that code, l(s) is the
-    number of bigrams of s (words - 1), not the number of words, and a cosine with a zero norm is left unscaled.
+    Equal to the COCO caption evaluation code: pycocoevalcap's `Cider`, which despite its name computes this
+    clipped, length-penalised form, and the CiderD scorer of the SCST code (Rennie et al. 2017 train on it).
+    As in that code, l(s) is the number of bigrams of s (words - 1), not of words, and a cosine whose norms
+    include a zero is 0.
 
-    `references_corpus` (one list of references per item) fixes the document frequencies, as the SCST code
-    does with the training references: they and the references' tf-idf vectors and norms are computed once,
-    cached by the corpus's content, and each batch only vectorises its hypotheses. With None, each call takes
-    the document frequencies from the references it is given, exactly as pycocoevalcap scores a set.
+    `references_corpus` (one list of references per item, e.g. the training captions) fixes the document
+    frequencies, as the SCST code does: they are computed once per corpus (cached by its content, so that
+    another `CiderD` on the same corpus reuses them), each reference's tf-idf vector and norms once when it is
+    first scored, and a batch then only vectorises its hypotheses. The references scored need not be in the
+    corpus. The kept vectors grow with the distinct references scored: at most the corpus, if drawn from it.
+    With None, each call takes the document frequencies from the references it is given (one document per
+    hypothesis), exactly as pycocoevalcap scores a set.
 
     Text is split on whitespace as given. The COCO evaluation first runs the Java PTB tokenizer (lowercasing,
     splitting punctuation off); we do not: pass text already tokenized that way.
@@ -383,51 +451,41 @@ class CiderD:
         )
         n = self.n
         # References first: they register the n-gram ids that hypothesis n-grams are looked up against.
-        reference_vectors = [statistics.reference(r) for refs in references for r in refs]
-        hypothesis_vectors = [statistics.hypothesis(h) for h in hypotheses]
+        reference = statistics.references([r for refs in references for r in refs])  # pair order
+        hypothesis = statistics.vectors(hypotheses, register=False)
         counts = np.array([len(refs) for refs in references], dtype=np.int64)  # (batch,)
         pair_hypothesis = np.repeat(np.arange(len(hypotheses)), counts)  # (pairs,) hypothesis of each pair
         pairs = len(pair_hypothesis)
         width = len(statistics.ngram_ids) + 1  # key = pair * width + id orders entries by pair, then id
 
         # Reference side, already sorted because each vector's ids are sorted and pairs come in order.
-        reference_sizes = np.array([len(v.ids) for v in reference_vectors], dtype=np.int64)
-        reference_keys = np.repeat(np.arange(pairs), reference_sizes) * width
-        if reference_keys.size:
-            reference_keys += np.concatenate([v.ids for v in reference_vectors])
-            reference_weights = np.concatenate([v.weights for v in reference_vectors])
-            reference_orders = np.concatenate([v.orders for v in reference_vectors])
-
-        # Hypothesis side: each hypothesis's known n-grams, repeated once per reference of it.
-        known = [v.ids >= 0 for v in hypothesis_vectors]
-        hypothesis_sizes = np.array([k.sum() for k in known], dtype=np.int64)  # (batch,)
-        repeats = np.repeat(counts, hypothesis_sizes)  # per known entry: how many pairs it appears in
+        reference_keys = reference.owners * width + reference.ids
         dot = np.zeros(pairs * n, dtype=np.float64)
-        if repeats.size and reference_keys.size:
-            ids = np.concatenate([v.ids[k] for v, k in zip(hypothesis_vectors, known, strict=True)])
-            weights = np.concatenate([v.weights[k] for v, k in zip(hypothesis_vectors, known, strict=True)])
+        known = hypothesis.ids >= 0
+        if reference_keys.size and known.any():
+            # Hypothesis side: each hypothesis's known n-grams, once per reference of that hypothesis.
+            ids, weights, owners = hypothesis.ids[known], hypothesis.weights[known], hypothesis.owners[known]
+            repeats = counts[owners]  # (known entries,)
             entry = np.repeat(np.arange(len(ids)), repeats)
-            first_pair = np.repeat(np.cumsum(counts) - counts, hypothesis_sizes)[entry]
             within = np.arange(len(entry)) - np.repeat(np.cumsum(repeats) - repeats, repeats)
-            hypothesis_keys = (first_pair + within) * width + ids[entry]
+            pair = (np.cumsum(counts) - counts)[owners[entry]] + within
+            hypothesis_keys = pair * width + ids[entry]
             position = np.minimum(np.searchsorted(reference_keys, hypothesis_keys), len(reference_keys) - 1)
             hit = reference_keys[position] == hypothesis_keys
             position = position[hit]
-            own, theirs = weights[entry[hit]], reference_weights[position]
+            own, theirs = weights[entry[hit]], reference.weights[position]
             # CIDEr-D clips the candidate's weight to the reference's, so repeating an n-gram cannot pay.
             products = np.minimum(own, theirs) * theirs if self._clip_and_penalise else own * theirs
-            slot = (hypothesis_keys[hit] // width) * n + reference_orders[position]
+            slot = pair[hit] * n + reference.orders[position]
             dot = np.bincount(slot, weights=products, minlength=pairs * n).astype(np.float64)
         dot = dot.reshape(pairs, n)
 
-        hypothesis_norms = np.stack([v.norms for v in hypothesis_vectors])[pair_hypothesis]  # (pairs, n)
-        reference_norms = np.stack([v.norms for v in reference_vectors])  # (pairs, n)
-        denominator = hypothesis_norms * reference_norms
+        hypothesis_norms = hypothesis.norms[pair_hypothesis]  # (pairs, n)
+        denominator = hypothesis_norms * reference.norms
         cosine = np.divide(dot, denominator, out=dot.copy(), where=denominator != 0)
         if self._clip_and_penalise:
-            lengths = np.array([v.length for v in hypothesis_vectors], dtype=np.float64)[pair_hypothesis]
-            delta = lengths - np.array([v.length for v in reference_vectors], dtype=np.float64)
-            cosine *= np.exp(-(delta**2) / (2.0 * self.sigma**2))[:, None]
+            delta = hypothesis.lengths[pair_hypothesis] - reference.lengths
+            cosine *= np.exp(-(delta.astype(np.float64) ** 2) / (2.0 * self.sigma**2))[:, None]
         per_hypothesis = np.bincount(pair_hypothesis, weights=cosine.mean(axis=1), minlength=len(hypotheses))
         return 10.0 * per_hypothesis / counts
 

@@ -108,8 +108,8 @@ def bible_pairs(cache_dir: Path | None = None) -> list[VersePair]:
     """Verses present and non-empty in both the KJV and the RV1909, in canonical order, cached after the first call.
 
     The RV1909 module numbers a dozen chapters the Spanish way (its Jonah 2:1 is the KJV's 1:17, its Job 39:1 the
-    KJV's 38:39) yet stores them in KJV slots, so pairing by reference alone would set ~180 verses beside the wrong
-    English. Both modules tag words with Strong's numbers of the same Hebrew and Greek source, so we drop a pair
+    KJV's 38:39) yet stores them in KJV slots, so pairing by reference alone would set nearly 200 verses beside the
+    wrong English. Both modules tag words with Strong's numbers of the same Hebrew and Greek source, so we drop a pair
     when its Spanish verse shares more of them (Jaccard) with an English verse up to `_SHIFT_WINDOW` verses away
     than with its own English verse.
     """
@@ -224,7 +224,7 @@ def _entries(module_root: Path, name: str) -> Iterator[tuple[Key, str]]:
 def _book_slots(book: str, chapters: tuple[int, ...]) -> Iterator[Key]:
     yield (book, 0, 0)
     for chapter, verses in enumerate(chapters, start=1):
-        pass
+        yield (book, chapter, 0)
         yield from ((book, chapter, verse) for verse in range(1, verses + 1))
 
 
@@ -272,10 +272,12 @@ def _how_to_get(reason: str, cache_dir: Path) -> str:
 def _run(command: list[str], cwd: Path, cache_dir: Path) -> None:
     result = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
     if result.returncode != 0:
-        last = (
-            [line for line in result.stderr.splitlines() if line.strip()] or [f"exit {result.returncode}"]
+        lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
+        # apt-get warns (W:) after its error (E:) line; the error is what the user needs to see.
+        reason = (
+            [line for line in lines if line.startswith("E:")] or lines or [f"exit {result.returncode}"]
         )[-1]
-        raise UnforcedError(_how_to_get(f"`{' '.join(command)}` failed: {last.strip()}", cache_dir))
+        raise UnforcedError(_how_to_get(f"`{' '.join(command)}` failed: {reason}", cache_dir))
 
 
 def _load_pairs(cache: Path) -> list[VersePair] | None:

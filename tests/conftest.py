@@ -1,0 +1,84 @@
+"""Shared fixtures: tiny seeded models of every kind and padded batches for them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from unforced.models import ModelConfig, build_model
+from unforced.tasks.tokenizers import BOS, EOS, PAD
+
+MODEL_KINDS = ("gru", "lstm", "transformer", "decoder_only")
+FIRST_SYMBOL = 4  # ids 0..3 are <pad>, <bos>, <eos>, <unk>
+
+
+def make_tiny_model(kind: str, source_vocab: int = 12, target_vocab: int = 12, seed: int = 0,
+                    layers: int = 2, output_scale: float = 1.0):
+    """A freshly initialised model (hidden 16, dropout 0) in eval mode, the same for the same arguments.
+
+    `output_scale` multiplies the output projection so that next-token distributions are peaked (beam tests).
+    """
+    torch.manual_seed(seed)
+    config = ModelConfig(kind=kind, source_vocab=source_vocab, target_vocab=target_vocab, embedding=16,
+                         hidden=16, layers=layers, heads=2, dropout=0.0, max_source_len=12, max_target_len=12)
+    model = build_model(config).eval()
+    if output_scale != 1.0:
+        with torch.no_grad():
+            model.output.weight.mul_(output_scale)
+    return model
+
+
+@dataclass
+class PaddedBatch:
+    source: torch.Tensor  # (batch, source) right-padded
+    source_mask: torch.Tensor  # (batch, source)
+    inputs: torch.Tensor  # (batch, time) <bos>, y_1 .. y_(T-1), <eos> replaced by <pad>
+    gold: torch.Tensor  # (batch, time) y_1 .. y_T, <eos>, padded
+    gold_mask: torch.Tensor  # (batch, time)
+
+
+def make_batch(source_lengths: list[int], target_lengths: list[int], source_vocab: int = 12,
+               target_vocab: int = 12, seed: int = 0, source_width: int | None = None) -> PaddedBatch:
+    """Random symbols; `target_lengths` count <eos>, so every length is at least 1."""
+    generator = torch.Generator().manual_seed(seed)
+    batch = len(source_lengths)
+    width_s = source_width or max(source_lengths)
+    width_t = max(target_lengths)
+    source = torch.full((batch, width_s), PAD, dtype=torch.long)
+    gold = torch.full((batch, width_t), PAD, dtype=torch.long)
+    for row, (s, t) in enumerate(zip(source_lengths, target_lengths, strict=True)):
+        source[row, :s] = torch.randint(FIRST_SYMBOL, source_vocab, (s,), generator=generator)
+        gold[row, : t - 1] = torch.randint(FIRST_SYMBOL, target_vocab, (t - 1,), generator=generator)
+        gold[row, t - 1] = EOS
+    inputs = torch.cat([torch.full((batch, 1), BOS, dtype=torch.long), gold[:, :-1]], 1)
+    inputs = inputs.masked_fill(inputs == EOS, PAD)
+    return PaddedBatch(source=source, source_mask=source != PAD, inputs=inputs, gold=gold, gold_mask=gold != PAD)
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> Callable[..., torch.nn.Module]:
+    """Factory of tiny models, cached per argument set (treat the models as read-only)."""
+    cache: dict = {}
+
+    def factory(kind: str, **options):
+        key = (kind, tuple(sorted(options.items())))
+        if key not in cache:
+            cache[key] = make_tiny_model(kind, **options)
+        return cache[key]
+
+    return factory
+
+
+@pytest.fixture(scope="session")
+def padded_batch() -> PaddedBatch:
+    """Four rows with source padding and targets of different lengths (one of them only <eos>)."""
+    return make_batch(source_lengths=[5, 3, 1, 4], target_lengths=[6, 4, 1, 5], seed=1)
+
+
+@pytest.fixture(scope="session")
+def batch_factory() -> Callable[..., PaddedBatch]:
+    """`make_batch` as a fixture, for tests that need other lengths or vocabularies."""
+    return make_batch

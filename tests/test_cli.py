@@ -1,0 +1,163 @@
+"""The `unforced` command: the main job end to end, --json purity, and one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from unforced.cli import main
+
+TINY = {
+    "task_options": {"size": 300, "length": 6},
+    "model": {"kind": "gru", "embedding": 16, "hidden": 48},
+    "train": {"steps": 60, "batch_size": 32, "eval_every": 30, "eval_limit": 20, "checkpoint_every": 30},
+    "test_limit": 40,
+}
+CONTRACT_KEYS = {"tf_nll", "fr_nll", "gap_nll", "gap_pct", "tf_token_acc", "fr_token_acc", "metric", "per_position",
+                 "train_seconds"}
+
+
+def call(args: list[str], capsys) -> tuple[int, str, str]:
+    old = sys.argv
+    sys.argv = ["unforced", *args]
+    try:
+        main()
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    finally:
+        sys.argv = old
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture
+def tiny_config(tmp_path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    return path
+
+
+def test_run_json_prints_the_result_alone_and_writes_the_run_directory(tmp_path, tiny_config):
+    out = tmp_path / "run"
+    result = subprocess.run([sys.executable, "-m", "unforced.cli", "run", "--task", "reverse", "--config",
+                             str(tiny_config), "--out", str(out), "--json"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    results = json.loads(result.stdout)  # stdout is the JSON alone
+    assert results["task"] == "reverse" and results["seed"] == 0
+    entry = results["strategies"]["teacher_forcing"]
+    assert CONTRACT_KEYS <= entry.keys()
+    assert entry["gap_nll"] == pytest.approx(entry["fr_nll"] - entry["tf_nll"])
+    assert entry["gap_pct"] == pytest.approx(100 * entry["gap_nll"] / entry["tf_nll"])
+    assert entry["metric"]["name"] == "exact_match"
+    curves = entry["per_position"]
+    assert len(curves["tf_nll"]) == len(curves["fr_nll"]) == len(curves["tf_error"]) == len(curves["fr_error"]) == 7
+    for name in ("config.yaml", "metrics.jsonl", "checkpoints/last.pt", "results.json", "report.html",
+                 "figures/per_position.png", "figures/training_curves.png"):
+        assert (out / name).exists(), name
+    assert json.loads((out / "results.json").read_text()) == results
+    html = (out / "report.html").read_text()
+    assert "figures/per_position.png" in html and "teacher_forcing" in html
+
+
+def test_gap_measures_a_finished_run_again(tmp_path, tiny_config, capsys):
+    out = tmp_path / "run"
+    code, stdout, _ = call(["run", "--task", "copy", "--config", str(tiny_config), "--out", str(out), "--json"],
+                           capsys)
+    assert code == 0
+    first = json.loads(stdout)["strategies"]["teacher_forcing"]
+    code, stdout, _ = call(["gap", str(out), "--json"], capsys)
+    assert code == 0
+    again = json.loads(stdout)["strategies"]["teacher_forcing"]
+    assert again["tf_nll"] == pytest.approx(first["tf_nll"], rel=1e-6)
+    assert again["fr_nll"] == pytest.approx(first["fr_nll"], rel=1e-6)
+    (out / "report.html").unlink()
+    assert call(["report", str(out)], capsys)[0] == 0 and (out / "report.html").exists()
+
+
+def test_phase_chain_is_keyed_exactly_as_given(tmp_path, tiny_config, capsys):
+    chain = "teacher_forcing:20>teacher_forcing:10"
+    code, stdout, err = call(["run", "--task", "copy", "--strategies", chain, "--config", str(tiny_config),
+                              "--out", str(tmp_path / "run"), "--json"], capsys)
+    assert code == 0, err
+    assert list(json.loads(stdout)["strategies"]) == [chain]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "--task", "no-such-task"], "unknown task 'no-such-task'"),
+    (["run", "--task", "copy", "--strategies", "no_such_strategy"], "unknown strategy 'no_such_strategy'"),
+    (["run", "--task", "copy", "--strategies", "teacher_forcing:10>teacher_forcing"], "give every phase"),
+    (["run", "--task", "copy", "--preset", "huge"], "unknown preset 'huge'"),
+])
+def test_bad_arguments_exit_2_with_one_line(tmp_path, args, message, capsys):
+    code, stdout, err = call([*args, "--out", str(tmp_path / "run")], capsys)
+    assert code == 2
+    assert message in err and err.strip().count("\n") == 0
+    assert stdout == ""
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"train": {"steps": "many"}}, "train.steps"),
+    ({"train": {"steps": -3}}, "train.steps"),
+    ({"model": {"hidden": 0}}, "model.hidden"),
+    ({"model": {"kind": "mamba"}}, "model.kind"),
+    ({"model": {"dropout": 1.5}}, "model.dropout"),
+    ({"task_options": {"length": 0}}, "length"),
+    ({"task_options": {"colour": "red"}}, "colour"),
+    ({"strategy_options": {"teacher_forcing": {"label_smoothing": 2}}}, "label_smoothing"),
+    ({"unknown_section": 1}, "unknown_section"),
+])
+def test_bad_config_values_name_the_field(tmp_path, config, message, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({**TINY, **config} if "unknown_section" not in config else config))
+    code, _, err = call(["run", "--task", "copy", "--config", str(path), "--out", str(tmp_path / "run")], capsys)
+    assert code == 2, err
+    assert message in err
+
+
+def test_malformed_config_file_and_data_file(tmp_path, capsys):
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("train: [unclosed\n")
+    code, _, err = call(["run", "--task", "copy", "--config", str(bad_yaml)], capsys)
+    assert code == 2 and "not valid YAML" in err
+    data = tmp_path / "pairs.tsv"
+    data.write_text("a b\tb a\nonly one column\n")
+    code, _, err = call(["run", "--task", str(data), "--out", str(tmp_path / "run")], capsys)
+    assert code == 2 and f"{data}:2" in err
+
+
+def test_sequence_longer_than_the_model_allows(tmp_path, capsys):
+    path = tmp_path / "short.yaml"
+    path.write_text(yaml.safe_dump({**TINY, "model": {**TINY["model"], "max_target_len": 3}}))
+    code, _, err = call(["run", "--task", "copy", "--config", str(path), "--out", str(tmp_path / "run")], capsys)
+    assert code == 2 and "longer than the model allows" in err
+
+
+def test_resume_with_another_model_is_refused_and_the_checkpoint_kept(tmp_path, tiny_config, capsys):
+    out = tmp_path / "run"
+    assert call(["train", "--task", "copy", "--strategy", "teacher_forcing", "--config", str(tiny_config),
+                 "--out", str(out)], capsys)[0] == 0
+    before = (out / "checkpoints" / "last.pt").read_bytes()
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump({**TINY, "model": {**TINY["model"], "kind": "lstm"}}))
+    code, _, err = call(["train", "--task", "copy", "--strategy", "teacher_forcing", "--config", str(other),
+                         "--out", str(out), "--resume"], capsys)
+    assert code == 2 and "cannot resume with other settings (model" in err
+    assert (out / "checkpoints" / "last.pt").read_bytes() == before
+    assert "kind: gru" in (out / "config.yaml").read_text()
+
+
+def test_a_finished_run_is_not_overwritten_without_being_asked(tmp_path, tiny_config, capsys):
+    out = tmp_path / "run"
+    args = ["run", "--task", "copy", "--config", str(tiny_config), "--out", str(out)]
+    assert call(args, capsys)[0] == 0
+    results = (out / "results.json").read_bytes()
+    code, _, err = call(args, capsys)
+    assert code == 2 and "already holds a run" in err
+    assert (out / "results.json").read_bytes() == results
+    assert call([*args, "--overwrite"], capsys)[0] == 0
