@@ -82,3 +82,13 @@ def padded_batch() -> PaddedBatch:
 def batch_factory() -> Callable[..., PaddedBatch]:
     """`make_batch` as a fixture, for tests that need other lengths or vocabularies."""
     return make_batch
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """One torch thread: tiny models gain nothing from more, and on a busy 2-core machine the threads of a
+    parallel op spin against other processes (measured 4 s against 70 s for tests/test_models.py)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -40,14 +40,14 @@ DEFAULT_STRATEGIES = ["teacher_forcing"]
 # Presets: sizes that keep `--quick` under 3 minutes on 2 CPU cores, and a default that trains longer.
 PRESETS: dict[str, dict] = {
     "quick": {
-        "task": {"bible-en-es": {"max_words": 12, "vocab_size": 1000, "size": 6000},
+        "task": {"bible-en-es": {"max_words": 16, "vocab_size": 1500},
                  "toy-translation": {"size": 3000}},
         "model": {"kind": "gru", "embedding": 96, "hidden": 192, "dropout": 0.1},
         "train": {"steps": 300, "batch_size": 64, "eval_every": 100, "checkpoint_every": 100, "eval_limit": 100},
         "test_limit": 300,
     },
     "default": {
-        "task": {"bible-en-es": {"max_words": 20, "vocab_size": 2000, "size": 15000}},
+        "task": {"bible-en-es": {"max_words": 20, "vocab_size": 2000}},
         "model": {"kind": "gru", "embedding": 192, "hidden": 384, "dropout": 0.2},
         "train": {"steps": 2500, "batch_size": 64, "eval_every": 250, "checkpoint_every": 250},
         "test_limit": 1000,

@@ -3,7 +3,8 @@
 Both translations are public domain and ship as Debian packages (`sword-text-kjv`, `sword-text-sparv`); see
 `sword.py` and DATA.md for how they are obtained and read. Whole books are held out, so that test verses share
 no chapter with training verses (random verses would leak near-duplicate parallel passages into test):
-valid = Ruth, Jonah, Philippians; test = Mark, Esther, James, Jude. Everything else trains.
+valid = Acts; test = John, Esther, James, Jude. Everything else trains. John rather than a synoptic gospel, whose
+verses have near twins in Matthew and Luke.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from unforced.errors import UnforcedError
 from unforced.tasks.base import Task
 from unforced.tasks.tokenizers import train_tokenizer
 
-VALID_BOOKS = ("Ruth", "Jonah", "Phil")
-TEST_BOOKS = ("Mark", "Esth", "Jas", "Jude")
+VALID_BOOKS = ("Acts",)
+TEST_BOOKS = ("John", "Esth", "Jas", "Jude")
 
 
 def bible_task(max_words: int = 30, min_words: int = 1, vocab_size: int = 2000, size: int | None = None,

@@ -1,0 +1,28 @@
+"""Every benchmark's --quick smoke variant runs and prints the JSON it promises."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def run_quick(name: str) -> dict:
+    result = subprocess.run([sys.executable, str(BENCHMARKS / f"{name}.py"), "--quick", "--json"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_train_step_quick():
+    results = run_quick("train_step")
+    assert set(results["ms_per_step"]) == {"gru", "lstm", "transformer"}
+    assert all(entry["median"] > 0 for entry in results["ms_per_step"].values())
+
+
+def test_rewards_speed_quick():
+    results = run_quick("rewards_speed")
+    assert results["cider_d_max_abs_difference"]["vs_pycocoevalcap"] < 1e-6
