@@ -16,18 +16,24 @@ FIRST_SYMBOL = 4  # ids 0..3 are <pad>, <bos>, <eos>, <unk>
 
 
 def make_tiny_model(kind: str, source_vocab: int = 12, target_vocab: int = 12, seed: int = 0,
-                    layers: int = 2, output_scale: float = 1.0):
+                    layers: int = 2, init_std: float | None = None):
     """A freshly initialised model (hidden 16, dropout 0) in eval mode, the same for the same arguments.
 
-    `output_scale` multiplies the output projection so that next-token distributions are peaked (beam tests).
+    `init_std` redraws every weight matrix and embedding from N(0, init_std**2), with the Transformer output
+    projection untied from the embedding, which gives next-token distributions that depend on the source and are
+    neither flat (RNNs at their default init) nor one-hot (Transformers at theirs copy the input token).
     """
     torch.manual_seed(seed)
     config = ModelConfig(kind=kind, source_vocab=source_vocab, target_vocab=target_vocab, embedding=16,
                          hidden=16, layers=layers, heads=2, dropout=0.0, max_source_len=12, max_target_len=12)
     model = build_model(config).eval()
-    if output_scale != 1.0:
+    if init_std is not None:
+        generator = torch.Generator().manual_seed(seed)
         with torch.no_grad():
-            model.output.weight.mul_(output_scale)
+            model.output.weight = torch.nn.Parameter(model.output.weight.clone())
+            for parameter in model.parameters():
+                if parameter.dim() >= 2:
+                    parameter.copy_(torch.randn(parameter.shape, generator=generator) * init_std)
     return model
 
 

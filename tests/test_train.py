@@ -18,7 +18,7 @@ from unforced import UnforcedError
 from unforced.models import ModelConfig, build_model
 from unforced.strategies import make_strategy
 from unforced.tasks import get_task
-from unforced.train import TrainConfig, Trainer, atomic_save, load_checkpoint
+from unforced.train import TrainConfig, Trainer, atomic_save, load_checkpoint, read_checkpoint_file
 
 
 def tiny_setup(tmp_path: Path, steps: int = 24, checkpoint_every: int = 8, kind: str = "gru"):
@@ -103,15 +103,21 @@ def test_checkpoint_of_another_model_is_refused(tmp_path):
 
 
 def test_corrupt_or_foreign_checkpoint_is_refused(tmp_path):
-    trainer = tiny_setup(tmp_path, steps=8)
+    trainer = tiny_setup(tmp_path, steps=16)
     trainer.fit()
     data = trainer.checkpoint_path.read_bytes()
     trainer.checkpoint_path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(UnforcedError, match="not a readable checkpoint"):
+    with pytest.raises(UnforcedError, match="checksum mismatch"):
         load_checkpoint(trainer.checkpoint_path)
-    torch.save({"format": 99}, trainer.checkpoint_path)
-    with pytest.raises(UnforcedError, match="format 99"):
+    altered = bytearray(data)
+    altered[-10] ^= 0xFF
+    trainer.checkpoint_path.write_bytes(bytes(altered))
+    with pytest.raises(UnforcedError, match="checksum mismatch.*previous checkpoint"):
         load_checkpoint(trainer.checkpoint_path)
+    torch.save({"format": 1}, trainer.checkpoint_path)
+    with pytest.raises(UnforcedError, match="not an unforced checkpoint"):
+        load_checkpoint(trainer.checkpoint_path)
+    assert load_checkpoint(trainer.checkpoint_path.with_name("previous.pt"))["step"] == 8  # rotation kept it
 
 
 def test_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
@@ -126,7 +132,7 @@ def test_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         atomic_save({"format": 1, "value": 2}, path)
     monkeypatch.undo()
-    assert torch.load(path)["value"] == 1
+    assert read_checkpoint_file(path)["value"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left behind
 
 
@@ -164,20 +170,58 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path):
     while time.time() < deadline and process.poll() is None:
         if checkpoint.exists():
             try:
-                if torch.load(checkpoint, weights_only=False)["step"] >= 30:
+                if read_checkpoint_file(checkpoint)["step"] >= 30:
                     break
             except Exception:
                 pass  # the rename is atomic, but the file may be replaced while we read it
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    step_at_kill = torch.load(checkpoint, weights_only=False)["step"]
+    step_at_kill = read_checkpoint_file(checkpoint)["step"]
     assert 30 <= step_at_kill < 400, "the run must be killed mid-way"
 
     resumed = subprocess.run(_train_command(tmp_path / "killed", config, resume=True), capture_output=True,
                              text=True, env=env)
     assert resumed.returncode == 0, resumed.stderr
-    whole = torch.load(tmp_path / "whole" / "checkpoints" / "last.pt", weights_only=False)
-    again = torch.load(checkpoint, weights_only=False)
+    whole = read_checkpoint_file(tmp_path / "whole" / "checkpoints" / "last.pt")
+    again = read_checkpoint_file(checkpoint)
     assert again["step"] == whole["step"] == 400
     assert_same(whole["model"], again["model"])
+
+
+def test_nan_steps_are_skipped_then_the_run_stops_with_the_checkpoint_intact(tmp_path):
+    trainer = tiny_setup(tmp_path, steps=40, checkpoint_every=8)
+    real_loss = trainer.strategy.loss
+
+    def poisoned(model, batch, step):
+        output = real_loss(model, batch, step)
+        if step in (3, 4) or step >= 10:  # two isolated bad steps, then bad for good
+            output.loss = output.loss * float("nan")
+        return output
+
+    trainer.strategy.loss = poisoned
+    with pytest.raises(UnforcedError, match="NaN or inf for 5 steps in a row"):
+        trainer.fit()
+    assert trainer.skipped_steps == 7
+    checkpoint = load_checkpoint(trainer.checkpoint_path)
+    assert checkpoint["step"] == 8
+    assert all(torch.isfinite(v).all() for v in checkpoint["model"].values() if v.is_floating_point())
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert sum(1 for r in records if r.get("skipped_step")) == 7
+
+
+def test_run_lock_refuses_a_live_holder_and_takes_over_a_stale_one(tmp_path):
+    from unforced.lock import run_lock
+
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (tmp_path / ".lock").write_text(str(holder.pid))
+        with pytest.raises(UnforcedError, match=f"pid {holder.pid}"):
+            with run_lock(tmp_path):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with run_lock(tmp_path) as lock:  # the holder is dead: its lock is stale
+        assert lock.read_text() == str(os.getpid())
+    assert not (tmp_path / ".lock").exists()

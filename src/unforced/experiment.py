@@ -30,6 +30,7 @@ from unforced import __version__
 from unforced.config import validate_config
 from unforced.diagnostics import evaluate
 from unforced.errors import UnforcedError
+from unforced.lock import run_lock
 from unforced.models import ModelConfig, build_model
 from unforced.strategies import NEEDS_WARM_START, STRATEGIES, make_strategy
 from unforced.tasks import get_task
@@ -126,6 +127,13 @@ def signature() -> dict:
 
 def run_experiment(config: RunConfig, out: Path, progress: Callable[[str, dict], None] | None = None,
                    resume: bool = False, overwrite: bool = False) -> dict:
+    """Train and compare every strategy entry of `config` (see `_run_experiment`), holding the run lock."""
+    with run_lock(Path(out)):
+        return _run_experiment(config, Path(out), progress, resume, overwrite)
+
+
+def _run_experiment(config: RunConfig, out: Path, progress: Callable[[str, dict], None] | None = None,
+                    resume: bool = False, overwrite: bool = False) -> dict:
     """Train and compare every strategy entry of `config`; write the run directory; return results.json's dict.
 
     A directory that already holds a run is continued only with `resume` (and the same settings), replaced only
@@ -197,7 +205,7 @@ def _claim(out: Path, resolved: dict, resume: bool, overwrite: bool) -> None:
     """Refuse to write over an earlier run unless told to resume it (with the same settings) or replace it."""
     if out.exists() and not out.is_dir():
         raise UnforcedError(f"{out}: exists and is not a directory")
-    holds_run = (out / "results.json").exists() or (out / "checkpoints").exists()
+    holds_run = (out / "results.json").exists() or (out / "checkpoints").exists() or (out / "config.yaml").exists()
     if holds_run and resume and (out / "config.yaml").exists():
         before = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8")) or {}
         changed = [key for key in resolved if key != "signature" and before.get(key) != resolved[key]]

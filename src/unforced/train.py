@@ -12,6 +12,8 @@ the strategy's random states, so a run killed and resumed reaches the same weigh
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import io
 import json
 import math
 import os
@@ -50,10 +52,11 @@ class TrainConfig:
     eval_limit: int = 200
     checkpoint_every: int = 250
     log_every: int = 10
+    max_bad_steps: int = 5
     seed: int = 0
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "eval_limit", "log_every"):
+        for name in ("steps", "batch_size", "eval_limit", "log_every", "max_bad_steps"):
             if getattr(self, name) < 1:
                 raise UnforcedError(f"train.{name} must be at least 1, got {getattr(self, name)}")
         for name in ("warmup", "eval_every", "checkpoint_every", "clip", "weight_decay"):
@@ -63,24 +66,64 @@ class TrainConfig:
             raise UnforcedError(f"train.learning_rate must be a positive number, got {self.learning_rate}")
 
 
-def atomic_save(obj, path: Path) -> None:
-    """torch.save to a temporary file beside `path`, fsync, then rename over it: a crash leaves the old file."""
+MAGIC = b"UNFORCED-CHECKPOINT"
+
+
+def _fsync_directory(directory: Path) -> None:
+    handle = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
+def atomic_save(obj, path: Path, keep_previous: bool = False) -> None:
+    """Write a checkpoint safely: a header with the format and a SHA-256 of the payload, then the payload, into a
+    temporary file beside `path`; fsync; rename over `path`. A crash or a full disk leaves the old file whole.
+    With `keep_previous`, the file being replaced becomes `previous.pt` (the last two are kept)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    payload = buffer.getvalue()
+    header = MAGIC + f" {CHECKPOINT_FORMAT} {hashlib.sha256(payload).hexdigest()}\n".encode()
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(temporary, "wb") as handle:
-            torch.save(obj, handle)
+            handle.write(header)
+            handle.write(payload)
             handle.flush()
             os.fsync(handle.fileno())
+        if keep_previous and path.exists():
+            os.replace(path, path.with_name("previous.pt"))
         os.replace(temporary, path)
     finally:
         if temporary.exists():
             temporary.unlink()
-    directory = os.open(path.parent, os.O_RDONLY)
+    _fsync_directory(path.parent)
+
+
+def read_checkpoint_file(path: Path) -> dict:
+    """The object inside a checkpoint, after checking its header and checksum."""
     try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+        data = path.read_bytes()
+    except OSError as error:
+        raise UnforcedError(f"{path}: cannot read checkpoint ({error.strerror or error})") from None
+    end = data.find(b"\n", 0, 200)
+    fields = data[:end].split(b" ") if end > 0 else []
+    if len(fields) != 3 or fields[0] != MAGIC:
+        raise UnforcedError(f"{path}: not an unforced checkpoint")
+    if fields[1] != str(CHECKPOINT_FORMAT).encode():
+        raise UnforcedError(f"{path}: checkpoint format {fields[1].decode(errors='replace')}, this version of "
+                            f"unforced reads {CHECKPOINT_FORMAT}")
+    payload = data[end + 1:]
+    if hashlib.sha256(payload).hexdigest().encode() != fields[2]:
+        previous = path.with_name("previous.pt")
+        hint = f"; the previous checkpoint {previous} is kept" if previous.exists() and previous != path else ""
+        raise UnforcedError(f"{path}: checksum mismatch, the file is truncated or altered{hint}")
+    try:
+        return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=False)
+    except Exception as error:  # a payload that passed its checksum but still fails is a bug worth naming
+        raise UnforcedError(f"{path}: not a readable checkpoint ({type(error).__name__})") from None
 
 
 def atomic_write_text(text: str, path: Path) -> None:
@@ -98,10 +141,7 @@ def load_checkpoint(path: Path, expect: dict | None = None) -> dict:
     """Read a checkpoint; refuse one of another format, another model, or one that does not load."""
     if not path.exists():
         raise UnforcedError(f"{path}: no checkpoint there")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # a truncated or foreign file raises many kinds of error inside torch.load
-        raise UnforcedError(f"{path}: not a readable checkpoint ({type(error).__name__})") from None
+    checkpoint = read_checkpoint_file(path)
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         found = checkpoint.get("format") if isinstance(checkpoint, dict) else None
         raise UnforcedError(f"{path}: checkpoint format {found!r}, this version of unforced reads "
@@ -132,6 +172,8 @@ class Trainer:
                                            weight_decay=config.weight_decay)
         self.step = 0
         self.train_seconds = 0.0
+        self.skipped_steps = 0
+        self.bad_in_a_row = 0
         if not task.train:
             raise UnforcedError(f"task {task.name!r} has no training pairs")
 
@@ -152,13 +194,13 @@ class Trainer:
     def state(self) -> dict:
         strategy_state = self.strategy.state_dict() if hasattr(self.strategy, "state_dict") else None
         return {"format": CHECKPOINT_FORMAT, "version": __version__, **self.identity,
-                "step": self.step, "train_seconds": self.train_seconds,
+                "step": self.step, "train_seconds": self.train_seconds, "skipped_steps": self.skipped_steps,
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "strategy_state": strategy_state, "torch_rng": torch.get_rng_state(),
                 "train_config": dataclasses.asdict(self.config)}
 
     def save(self) -> None:
-        atomic_save(self.state(), self.checkpoint_path)
+        atomic_save(self.state(), self.checkpoint_path, keep_previous=True)
 
     def resume(self) -> bool:
         """Continue from the checkpoint if there is one; returns whether it did."""
@@ -175,6 +217,7 @@ class Trainer:
         torch.set_rng_state(checkpoint["torch_rng"])
         self.step = checkpoint["step"]
         self.train_seconds = checkpoint.get("train_seconds", 0.0)
+        self.skipped_steps = checkpoint.get("skipped_steps", 0)
         self._truncate_metrics(self.step)
         return True
 
@@ -211,10 +254,25 @@ class Trainer:
                 group["lr"] = self.learning_rate(self.step)
             output = self.strategy.loss(self.model, batch, self.step)
             self.optimizer.zero_grad(set_to_none=True)
-            output.loss.backward()
-            grad_norm = (torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.clip)
-                         if config.clip else torch.tensor(0.0))
-            self.optimizer.step()
+            finite = bool(torch.isfinite(output.loss.detach()))
+            if finite:
+                output.loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.clip or float("inf"))
+                finite = bool(torch.isfinite(grad_norm))
+            if finite:
+                self.optimizer.step()
+                self.bad_in_a_row = 0
+            else:  # skip the update, count it, and stop before a run of bad steps spoils the weights
+                self.optimizer.zero_grad(set_to_none=True)
+                grad_norm = torch.tensor(float("nan"))
+                self.skipped_steps += 1
+                self.bad_in_a_row += 1
+                self.log({"step": self.step + 1, "skipped_step": True, "skipped_steps": self.skipped_steps})
+                if self.bad_in_a_row >= config.max_bad_steps:
+                    where = (f"; the last good checkpoint is {self.checkpoint_path}"
+                             if self.checkpoint_path.exists() else "")
+                    raise UnforcedError(f"loss or gradient was NaN or inf for {self.bad_in_a_row} steps in a row "
+                                        f"(up to step {self.step + 1}): stopping{where}")
             self.step += 1
             self.train_seconds += time.perf_counter() - step_start
             window_steps += 1
@@ -238,4 +296,4 @@ class Trainer:
             if (config.checkpoint_every and self.step % config.checkpoint_every == 0) or self.step == config.steps:
                 self.save()
         self.model.eval()
-        return {"steps": self.step, "train_seconds": self.train_seconds}
+        return {"steps": self.step, "train_seconds": self.train_seconds, "skipped_steps": self.skipped_steps}

@@ -1,0 +1,214 @@
+"""REINFORCE / SCST: advantages, the <eos> in the mask, skipped batches, determinism, and that it learns."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from unforced.errors import UnforcedError
+from unforced.models import ModelConfig, build_model
+from unforced.rewards import get_reward
+from unforced.rollout import Greedy, rollout
+from unforced.strategies.reinforce import Reinforce, ReinforceConfig, advantages, sequence_log_probs
+from unforced.strategies.teacher_forcing import TeacherForcing
+from unforced.tasks.base import Task
+from unforced.tasks.tokenizers import EOS, VocabTokenizer
+
+PAIRS = [("one two three", "uno dos tres"), ("two three four", "dos tres cuatro cinco"),
+         ("three one", "tres uno uno"), ("four four two", "cuatro dos"), ("one five", "uno cinco cinco tres"),
+         ("five two one three", "cinco dos uno tres")]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny models: several threads only contend (and the machine is shared); one is faster and steadier.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def toy_task() -> Task:
+    source = VocabTokenizer.train([s for s, _ in PAIRS], "word")
+    target = VocabTokenizer.train([t for _, t in PAIRS], "word")
+    return Task("toy", PAIRS, PAIRS, PAIRS, source, target, metric="bleu")
+
+
+def toy_model(task: Task, seed: int = 0):
+    torch.manual_seed(seed)
+    return build_model(ModelConfig(kind="gru", source_vocab=task.source_tokenizer.vocab_size,
+                                   target_vocab=task.target_tokenizer.vocab_size, embedding=16, hidden=32,
+                                   dropout=0.0, max_source_len=8, max_target_len=10))
+
+
+def strategy(task: Task, seed: int = 0, **options) -> Reinforce:
+    return Reinforce(ReinforceConfig(**options), seed=seed).bind(task)
+
+
+REWARDS = torch.tensor([[1.0, 0.0, 0.5], [0.2, 0.4, 0.6]])
+
+
+def test_advantage_formulas():
+    greedy = torch.tensor([0.5, 0.4])
+    advantage, base = advantages(REWARDS, "greedy", greedy)
+    assert torch.allclose(advantage, torch.tensor([[0.5, -0.5, 0.0], [-0.2, 0.0, 0.2]]), atol=1e-6)
+    assert torch.allclose(base, torch.tensor([[0.5] * 3, [0.4] * 3]))
+    advantage, _ = advantages(REWARDS, "mean")
+    assert torch.allclose(advantage, torch.tensor([[0.5, -0.5, 0.0], [-0.2, 0.0, 0.2]]), atol=1e-6)
+    advantage, base = advantages(REWARDS, "leave_one_out")
+    assert torch.allclose(base, torch.tensor([[0.25, 0.75, 0.5], [0.5, 0.4, 0.3]]))
+    assert torch.allclose(advantage, torch.tensor([[0.75, -0.75, 0.0], [-0.3, 0.0, 0.3]]), atol=1e-6)
+    advantage, base = advantages(REWARDS, "none")
+    assert torch.equal(advantage, REWARDS) and not base.any()
+    advantage, _ = advantages(REWARDS, "mean", normalize=True)
+    assert math.isclose(float(advantage.std()), 1.0, rel_tol=1e-5)
+
+
+def test_config_errors_name_the_field():
+    for options, field in [({"baseline": "median"}, "baseline"), ({"samples": 0}, "samples"),
+                           ({"baseline": "leave_one_out", "samples": 1}, "samples"), ({"reward": "rouge"}, "reward"),
+                           ({"rl_weight": 1.5}, "rl_weight"), ({"temperature": 0.0}, "temperature"),
+                           ({"rl_weight_schedule": {"name": "nope"}}, "rl_weight_schedule"),
+                           ({"mixer_delta_growth": 3}, "mixer_delta_growth")]:
+        with pytest.raises(UnforcedError, match=f"reinforce.{field}"):
+            ReinforceConfig(**options)
+
+
+def test_eos_is_inside_the_log_prob_sum():
+    logits = torch.randn(1, 4, 6, generator=torch.Generator().manual_seed(0))
+    tokens = torch.tensor([[4, 5, EOS, 4]])
+    from unforced.strategies.reinforce import _through_first_eos
+
+    mask = _through_first_eos(tokens)
+    assert mask.tolist() == [[True, True, True, False]]
+    log_softmax = logits.log_softmax(-1)[0]
+    expected = log_softmax[0, 4] + log_softmax[1, 5] + log_softmax[2, EOS]
+    assert torch.allclose(sequence_log_probs(logits, tokens, mask), expected.view(1))
+
+
+def test_rl_weight_zero_is_teacher_forcing():
+    task = toy_task()
+    model, batch = toy_model(task), task.collate(task.train)
+    ours = strategy(task, rl_weight=0.0).loss(model, batch, 0).loss
+    assert torch.allclose(ours, TeacherForcing().loss(model, batch, 0).loss)
+
+
+def test_gradient_only_through_the_forced_pass():
+    task = toy_task()
+    model, batch = toy_model(task), task.collate(task.train)
+    seen = []
+    original = model.forced
+
+    def forced(memory, inputs, embeddings=None):
+        seen.append(inputs)
+        return original(memory, inputs, embeddings)
+
+    model.forced = forced
+    output = strategy(task, samples=3).loss(model, batch, 0)
+    assert len(seen) == 1 and seen[0].grad_fn is None and seen[0].shape[0] == 3 * len(batch)
+    output.loss.backward()
+    assert all(p.grad is not None for p in model.parameters())
+    for key in ("reward_mean", "baseline_mean", "beat_baseline", "rl_weight", "skipped_batch"):
+        assert key in output.logs
+
+
+@pytest.mark.parametrize("bad", ["nan", "raise"])
+def test_bad_reward_skips_the_batch(bad):
+    task = toy_task()
+    model, batch = toy_model(task), task.collate(task.train)
+
+    def reward(hypotheses, references):
+        if bad == "raise":
+            raise ValueError("scorer crashed")
+        return np.full(len(hypotheses), np.nan)
+
+    good = strategy(task, samples=2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.01, weight_decay=0.1)
+    good.loss(model, batch, 0).loss.backward()
+    optimizer.step()  # momentum and weight decay now non-zero: a zero gradient would still move them
+    before = [p.detach().clone() for p in model.parameters()]
+    broken = strategy(task, samples=2)
+    broken.reward = reward
+    output = broken.loss(model, batch, 1)
+    assert output.logs["skipped_batch"] == 1.0
+    assert ("scorer crashed" if bad == "raise" else "non-finite") in output.logs["skip_message"]
+    optimizer.zero_grad(set_to_none=True)
+    output.loss.backward()
+    assert float(output.loss.detach()) == 0.0
+    assert all(p.grad is None or not p.grad.any() for p in model.parameters())
+    optimizer.step()
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def test_same_seed_same_loss_and_state_round_trip():
+    task = toy_task()
+    model, batch = toy_model(task), task.collate(task.train)
+    first, second = strategy(task, seed=3), strategy(task, seed=3)
+    assert torch.equal(first.loss(model, batch, 0).loss, second.loss(model, batch, 0).loss)
+    saved = first.state_dict()
+    after = first.loss(model, batch, 1).loss
+    other = strategy(task, seed=99)
+    other.load_state_dict(saved)
+    assert torch.equal(other.loss(model, batch, 1).loss, after)
+
+
+def test_mixer_and_schedule_run():
+    task = toy_task()
+    model, batch = toy_model(task), task.collate(task.train)
+    mixer = strategy(task, samples=2, mixer_delta=1, mixer_delta_growth=10, rl_weight=0.5, entropy_bonus=0.01)
+    output = mixer.loss(model, batch, 10)
+    output.loss.backward()
+    assert output.logs["mixer_delta"] == 2.0 and "prefix_nll" in output.logs and "nll" in output.logs
+    scheduled = strategy(task, rl_weight_schedule={"name": "linear", "start": 0.0, "end": 1.0, "steps": 10})
+    assert scheduled.rl_weight(0) == 0.0 and scheduled.rl_weight(5) == 0.5
+
+
+def greedy_reward(model, task, reward) -> float:
+    batch = task.collate(task.train)
+    with torch.no_grad():
+        memory = model.encode(batch.source, batch.source_mask)
+        tokens = rollout(model, memory, Greedy(), max_len=10, batch_size=len(batch), keep_hidden=False).tokens
+    hypotheses = [task.target_tokenizer.decode(row) for row in tokens.tolist()]
+    return float(reward(hypotheses, batch.references).mean())
+
+
+def test_scst_raises_the_free_running_reward():
+    # A short teacher-forced warm start leaves greedy decoding imperfect; SCST then raises its BLEU. With K = 5
+    # and a weaker start (15 steps) some seeds went down: a flat policy rarely samples anything better than
+    # greedy, and the many negative advantages push mass at random. K = 16 after 20 steps rises on every seed
+    # tried (0-3); seed 3 is the one pinned here.
+    task = toy_task()
+    model, batch = toy_model(task, seed=3), task.collate(task.train)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    teacher = TeacherForcing()
+    for step in range(20):
+        output = teacher.loss(model, batch, step)
+        optimizer.zero_grad()
+        output.loss.backward()
+        optimizer.step()
+    bleu = get_reward("bleu")
+    before = greedy_reward(model, task, bleu)
+    assert before < 0.95
+    scst = strategy(task, reward="bleu", samples=16)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.003)
+    for step in range(80):
+        output = scst.loss(model, batch, step)
+        optimizer.zero_grad()
+        output.loss.backward()
+        optimizer.step()
+    after = greedy_reward(model, task, bleu)
+    assert after > before + 0.05, (before, after)
+
+
+def test_bind_takes_the_task_metric():
+    task = toy_task()
+    task.metric = "exact_match"
+    bound = strategy(task, reward=None)
+    assert bound.reward(["uno dos tres"], [["uno dos tres"]])[0] == 1.0
+    assert bound.decode([[4, 5, EOS, 6]]) == [task.target_tokenizer.decode([4, 5])]
+    unbound = Reinforce(ReinforceConfig(reward=None))
+    with pytest.raises(UnforcedError, match="bind"):
+        unbound.loss(toy_model(task), task.collate(task.train), 0)
