@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+import os
 from dataclasses import dataclass
 
 import pytest
@@ -12,6 +13,11 @@ from unforced.models import ModelConfig, build_model
 from unforced.tasks.tokenizers import BOS, EOS, PAD
 
 MODEL_KINDS = ("gru", "lstm", "transformer", "decoder_only")
+
+# Tiny models run fastest on one thread; with two, the threads fight each other and any other job on a 2-core
+# machine (measured: 70 s against 4 s for test_models.py under load). Subprocesses inherit the setting.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)
 FIRST_SYMBOL = 4  # ids 0..3 are <pad>, <bos>, <eos>, <unk>
 
 

@@ -26,3 +26,9 @@ def test_train_step_quick():
 def test_rewards_speed_quick():
     results = run_quick("rewards_speed")
     assert results["cider_d_max_abs_difference"]["vs_pycocoevalcap"] < 1e-6
+
+
+def test_scheduled_sampling_quick():
+    results = run_quick("scheduled_sampling")
+    assert set(results["ms_per_step"]) == {"gru", "lstm"}
+    assert all(v["median"] > 0 for entry in results["ms_per_step"].values() for v in entry.values())

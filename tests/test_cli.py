@@ -57,8 +57,9 @@ def test_run_json_prints_the_result_alone_and_writes_the_run_directory(tmp_path,
     assert entry["metric"]["name"] == "exact_match"
     curves = entry["per_position"]
     assert len(curves["tf_nll"]) == len(curves["fr_nll"]) == len(curves["tf_error"]) == len(curves["fr_error"]) == 7
-    for name in ("config.yaml", "metrics.jsonl", "checkpoints/last.pt", "results.json", "report.html",
-                 "figures/per_position.png", "figures/training_curves.png"):
+    assert list(results["strategies"]) == ["teacher_forcing", "scheduled_sampling"]  # the default comparison
+    for name in ("config.yaml", "metrics.jsonl", "results.json", "report.html", "figures/per_position.png",
+                 "figures/training_curves.png", *(e["checkpoint"] for e in results["strategies"].values())):
         assert (out / name).exists(), name
     assert json.loads((out / "results.json").read_text()) == results
     html = (out / "report.html").read_text()

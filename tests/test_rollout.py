@@ -13,7 +13,7 @@ from torch import nn
 from unforced.errors import UnforcedError
 from unforced.models import repeat_rows
 from unforced.rollout import Gold, Greedy, Mix, Sample, beam_search, gold_coins, rollout, sample_tokens
-from unforced.tasks.tokenizers import BOS, EOS
+from unforced.tasks.tokenizers import BOS, EOS, PAD
 
 KINDS = ("gru", "lstm", "transformer", "decoder_only")
 ATOL = 1e-5
@@ -323,13 +323,15 @@ def test_without_stop_at_eos_every_row_runs_the_full_width():
     assert bool(result.mask.all())
 
 
-def test_with_gold_lengths_follow_the_own_tokens_and_decoding_runs_the_gold_width():
-    gold = torch.tensor([[4, 4, 4, 4, 4, 4, EOS]] * 4)
+def test_with_gold_lengths_follow_the_gold_tokens_and_decoding_runs_the_gold_width():
+    # log_probs score the gold tokens, so the gold decides where each row ends, whatever the feed.
+    gold = torch.tensor([[4, 4, 4, 4, 4, 4, EOS], [4, 4, EOS, PAD, PAD, PAD, PAD]] * 2)
     greedy = rollout(ScriptedModel(SCRIPT), None, Greedy(), gold=gold)
     assert greedy.tokens.shape == (4, 7)
-    assert torch.equal(greedy.lengths, torch.tensor([3, 1, 5, 2]))
+    assert torch.equal(greedy.lengths, torch.tensor([7, 3, 7, 3]))
     mixed = rollout(ScriptedModel(SCRIPT), None, Mix(0.5), gold=gold, generator=generator(0))
-    assert torch.equal(mixed.lengths, torch.tensor([3, 1, 5, 2]))
+    assert torch.equal(mixed.lengths, torch.tensor([7, 3, 7, 3]))
+    assert torch.equal(mixed.mask, gold != PAD)
     assert torch.equal(mixed.tokens, SCRIPT[:, :7])
 
 

@@ -36,7 +36,7 @@ from unforced.strategies import NEEDS_WARM_START, STRATEGIES, make_strategy
 from unforced.tasks import get_task
 from unforced.train import TrainConfig, Trainer, atomic_write_text
 
-DEFAULT_STRATEGIES = ["teacher_forcing"]
+DEFAULT_STRATEGIES = ["teacher_forcing", "scheduled_sampling"]
 
 # Presets: sizes that keep `--quick` under 3 minutes on 2 CPU cores, and a default that trains longer.
 PRESETS: dict[str, dict] = {
@@ -257,7 +257,12 @@ def load_run_model(run_dir: Path, entry: str | None = None):
 
 def _train_phase(model, task, strategy_name, train_config, config, checkpoint_dir, metrics_path, tag,
                  model_config, limits, progress, validation, resume) -> float:
-    strategy = make_strategy(strategy_name, config.strategy_options.get(strategy_name), seed=config.seed)
+    options = config.strategy_options.get(strategy_name) or {}
+    if strategy_name == "reinforce":
+        options = {"reward": None, **options}  # None: reward the task's own metric (bound below)
+    strategy = make_strategy(strategy_name, options, seed=config.seed)
+    if hasattr(strategy, "bind"):
+        strategy.bind(task)
     identity = {"model_config": dataclasses.asdict(model_config), "strategy": strategy_name, "task": task.name}
     trainer = Trainer(model, task, strategy, train_config, checkpoint_dir, metrics_path, tag=tag,
                       identity=identity, limits=limits, evaluate=validation,

@@ -78,7 +78,7 @@ class Rollout:
     logits: Tensor  # (batch, time, vocab)
     log_probs: Tensor  # (batch, time) log-prob of the gold token if gold was given, else of `tokens`
     hidden: Tensor | None  # (batch, time, hidden)
-    lengths: Tensor  # (batch,) steps up to and including the first <eos> of `tokens` (or of gold, for Gold)
+    lengths: Tensor  # (batch,) steps up to and including the first <eos>: of gold when given, else of `tokens`
     mask: Tensor  # (batch, time) True on steps inside `lengths`
     gold_fed: Tensor | None = None  # (batch, time) True where the input at that step was gold (Mix only)
 
@@ -130,7 +130,8 @@ def rollout(model, memory, feed: Feed, gold: Tensor | None = None, max_len: int 
 
     gold: (batch, time) reference outputs y_1..y_T, <eos>, padded; the input at step t is <bos> for t = 0, then
     gold[t-1] or the model's own token of step t-1. With `stop_at_eos`, decoding ends when every row has emitted
-    <eos>, and rows are masked after their first <eos>. Without it, every row runs the full width (the
+    <eos>, and rows are masked after their first <eos> (gold's when gold is given, as `log_probs` score gold;
+    else the model's own). Without it, every row runs the full width (the
     diagnostics do this, to score every gold position along the model's own path).
     Gradients flow through the logits when called with grad enabled; token choices are never differentiated.
     """
@@ -142,6 +143,8 @@ def rollout(model, memory, feed: Feed, gold: Tensor | None = None, max_len: int 
     steps = max_len if max_len is not None else (gold.shape[1] if gold is not None else None)
     if steps is None:
         raise UnforcedError("rollout needs gold or max_len")
+    if gold is not None and steps > gold.shape[1]:
+        raise UnforcedError(f"max_len {steps} is longer than the gold tokens ({gold.shape[1]})")
     device = next(model.parameters()).device
     coins = None
     if isinstance(feed, Mix):
@@ -178,8 +181,8 @@ def rollout(model, memory, feed: Feed, gold: Tensor | None = None, max_len: int 
     log_probs = log_softmax.gather(2, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
     if not stop_at_eos:
         lengths = torch.full((batch,), time, dtype=torch.long, device=device)
-    elif isinstance(feed, Gold):
-        lengths = (gold != PAD).sum(1)
+    elif gold is not None:  # log_probs score the gold tokens, so gold decides where each row ends
+        lengths = (gold[:, :time] != PAD).sum(1)
     else:
         lengths = _stop_lengths(tokens_t)
     mask = torch.arange(time, device=device)[None, :] < lengths[:, None]

@@ -82,7 +82,9 @@ def evaluate(model, task: Task, split: str = "test", batch_size: int = 64, limit
         # One greedy rollout serves both: it runs past the gold width (and past <eos>) so the decoded hypothesis
         # is not cut short, and its first gold-width steps score the gold tokens along the model's own path.
         gold_width = batch.gold.shape[1]
-        decode_len = max(max_decode_len or int(gold_width * 1.5 + 5), gold_width)
+        # Capped at the model's longest target (+1 for <eos>): Transformers have no positions past it.
+        decode_len = max(min(max_decode_len or int(gold_width * 1.5 + 5), model.config.max_target_len + 1),
+                         gold_width)
         free = rollout(model, memory, Greedy(), max_len=decode_len, batch_size=len(batch), stop_at_eos=False,
                        keep_hidden=False)
         free_log_probs = free.logits[:, :gold_width].float().log_softmax(-1)

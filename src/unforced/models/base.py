@@ -56,7 +56,10 @@ class ModelConfig:
     def __post_init__(self):
         if self.kind not in MODEL_KINDS:
             raise UnforcedError(f"model.kind must be one of {', '.join(MODEL_KINDS)}, got {self.kind!r}")
-        for name in ("source_vocab", "target_vocab", "embedding", "hidden", "layers", "heads"):
+        if self.feedforward is not None and self.feedforward < 1:
+            raise UnforcedError(f"model.feedforward must be at least 1, got {self.feedforward}")
+        for name in ("source_vocab", "target_vocab", "embedding", "hidden", "layers", "heads", "max_source_len",
+                     "max_target_len"):
             if getattr(self, name) < 1:
                 raise UnforcedError(f"model.{name} must be at least 1, got {getattr(self, name)}")
         if not 0.0 <= self.dropout < 1.0:

@@ -59,7 +59,9 @@ class RNNSeq2Seq(nn.Module):
         out, _ = self.encoder(packed)
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=source.shape[1])
         states = torch.tanh(self.bridge(out))  # (batch, source, hidden)
-        mask = source_mask.bool()
+        # A source with no tokens still attends to position 0 (a padding state) rather than softmaxing nothing.
+        mask = source_mask.bool().clone()
+        mask[:, 0] |= ~mask.any(1)
         pooled = (states * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
         initial = torch.tanh(self.init_state(pooled)).view(source.shape[0], self.config.layers, -1)
         return RNNMemory(states=states, keys=self.attention(states), mask=mask, initial=initial)

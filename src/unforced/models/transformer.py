@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from unforced.errors import UnforcedError
 from unforced.models.base import Forced, ModelConfig
 from unforced.tasks.tokenizers import PAD
 
@@ -111,6 +112,12 @@ class Transformer(nn.Module):
         self.norm = nn.LayerNorm(w)
         self.output = nn.Linear(w, config.target_vocab, bias=False)
         self.output.weight = self.token_embedding.weight  # tied, as in most Transformer LMs
+        # N(0, 1/width) rather than nn.Embedding's N(0, 1): tied to the output, the default makes the first
+        # logits' spread ~sqrt(width) (cross-entropy ~500 against ln V ~9 at the reference size).
+        for table in (self.token_embedding, self.source_embedding, self.position_embedding):
+            nn.init.normal_(table.weight, std=w**-0.5)
+            if table.padding_idx is not None:
+                nn.init.zeros_(table.weight[table.padding_idx])
         self.dropout = nn.Dropout(config.dropout)
         self.scale = w**0.5
 
@@ -191,6 +198,9 @@ class Transformer(nn.Module):
 
     def step(self, memory: TransformerMemory, state: TransformerState, tokens: Tensor,
              embeddings: Tensor | None = None):
+        if int(state.position.max()) >= self.position_embedding.num_embeddings:
+            raise UnforcedError(f"decoding past the model's last position: raise model.max_target_len "
+                                f"({self.config.max_target_len})")
         x = self.embed(tokens) if embeddings is None else embeddings  # (batch, width)
         x = (x + self.position_embedding(state.position))[:, None]
         key_mask = torch.cat([state.key_mask, state.key_mask.new_ones(tokens.shape[0], 1)], 1)

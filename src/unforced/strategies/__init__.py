@@ -7,15 +7,19 @@ import dataclasses
 from unforced.config import validate_config
 from unforced.errors import UnforcedError
 from unforced.strategies.base import StepOutput, Strategy, token_nll
+from unforced.strategies.reinforce import Reinforce, ReinforceConfig
+from unforced.strategies.scheduled_sampling import ScheduledSampling, ScheduledSamplingConfig
 from unforced.strategies.teacher_forcing import TeacherForcing, TeacherForcingConfig
 
 STRATEGIES: dict[str, tuple[type, type]] = {
     "teacher_forcing": (TeacherForcingConfig, TeacherForcing),
+    "scheduled_sampling": (ScheduledSamplingConfig, ScheduledSampling),
+    "reinforce": (ReinforceConfig, Reinforce),
 }
 
 # Strategies that fine-tune a trained model: named alone in `unforced run`, they start from the teacher-forced
 # model of the same run.
-NEEDS_WARM_START: set[str] = set()
+NEEDS_WARM_START: set[str] = {"reinforce"}
 
 
 def make_strategy(name: str, options: dict | None = None, seed: int = 0) -> Strategy:

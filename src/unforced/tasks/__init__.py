@@ -46,7 +46,11 @@ def get_task(name: str, **options) -> Task:
         if not Path(name).exists():
             raise UnforcedError(f"data file {name} does not exist")
         allowed = {"tokenizer", "vocab_size", "seed", "metric"}
-        return file_task(name, **{k: v for k, v in options.items() if k in allowed})
+        unknown = sorted(set(options) - allowed)
+        if unknown:
+            raise UnforcedError(f"a pairs file task has no option(s) {', '.join(unknown)}; "
+                                f"known: {', '.join(sorted(allowed))}")
+        return file_task(name, **options)
     raise UnforcedError(f"unknown task {name!r}; known: {', '.join(TASKS)}, or a path to a .tsv/.jsonl file")
 
 

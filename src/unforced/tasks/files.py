@@ -23,14 +23,17 @@ def read_pairs(path: str | Path) -> tuple[list[Pair], list[str | None]]:
     except OSError as error:
         raise UnforcedError(f"{path}: cannot read: {error.strerror or error}") from None
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # a byte-order mark is not part of the first source
     except UnicodeDecodeError as error:
         line = raw[: error.start].count(b"\n") + 1
         raise UnforcedError(f"{path}:{line}: not valid UTF-8") from None
     pairs: list[Pair] = []
     splits: list[str | None] = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
+    # Split on newlines only: str.splitlines also splits on U+2028, form feeds and the like, which may sit
+    # inside a JSON string or a TSV field, and line numbers must agree with the UTF-8 error's.
+    for number, line in enumerate(text.split("\n"), 1):
+        line = line.rstrip("\r")
+        if not line.strip() and "\t" not in line:
             continue
         where = f"{path}:{number}"
         if path.suffix == ".tsv":
@@ -44,6 +47,8 @@ def read_pairs(path: str | Path) -> tuple[list[Pair], list[str | None]]:
                 record = json.loads(line)
             except json.JSONDecodeError as error:
                 raise UnforcedError(f"{where}: not valid JSON ({error.msg})") from None
+            except RecursionError:
+                raise UnforcedError(f"{where}: JSON nested too deeply") from None
             if not isinstance(record, dict):
                 raise UnforcedError(f"{where}: expected a JSON object with 'source' and 'target'")
             missing = [key for key in ("source", "target") if key not in record]

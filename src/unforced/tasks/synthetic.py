@@ -36,6 +36,9 @@ def _unique_pairs(make, size: int, rng: random.Random) -> list[Pair]:
         source, target = make(rng)
         seen.setdefault(source, target)
         attempts += 1
+    if len(seen) < 3:
+        raise UnforcedError(f"these task options allow only {len(seen)} distinct pair(s); at least 3 are needed "
+                            f"for train/valid/test (raise length or symbols)")
     return list(seen.items())
 
 

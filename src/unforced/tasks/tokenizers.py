@@ -46,7 +46,8 @@ class VocabTokenizer:
             raise UnforcedError(f"tokenizer kind must be 'char' or 'word', got {kind!r}")
         self.kind = kind
         self.itos = SPECIALS + [s for s in symbols if s not in SPECIALS]
-        self.stoi = {s: i for i, s in enumerate(self.itos)}
+        # Specials are not looked up from text: a literal "<eos>" in the data is an unknown symbol, not the end.
+        self.stoi = {s: i for i, s in enumerate(self.itos) if i >= len(SPECIALS)}
         self.vocab_size = len(self.itos)
 
     @classmethod
@@ -81,6 +82,7 @@ class BPETokenizer:
 
     def __init__(self, tokenizer):
         self._tok = tokenizer
+        self._tok.encode_special_tokens = True  # literal "<eos>" in the text is text, not the special id
         self.vocab_size = tokenizer.get_vocab_size()
 
     @classmethod
@@ -119,9 +121,14 @@ def train_tokenizer(texts: Iterable[str], kind: str, vocab_size: int | None = No
 
 
 def tokenizer_from_json(text: str) -> Tokenizer:
-    data = json.loads(text)
-    if data["kind"] == "bpe":
-        from tokenizers import Tokenizer as HFTokenizer
+    try:
+        data = json.loads(text)
+        if data["kind"] == "bpe":
+            from tokenizers import Tokenizer as HFTokenizer
 
-        return BPETokenizer(HFTokenizer.from_str(data["tokenizer"]))
-    return VocabTokenizer(data["symbols"], data["kind"])
+            return BPETokenizer(HFTokenizer.from_str(data["tokenizer"]))
+        return VocabTokenizer(list(data["symbols"]), data["kind"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, Exception) as error:
+        if isinstance(error, UnforcedError):
+            raise
+        raise UnforcedError(f"saved tokenizer is damaged ({type(error).__name__}: {error})") from None
