@@ -13,6 +13,7 @@ import yaml
 from unforced.cli import main
 
 TINY = {
+    "preset": "quick",
     "task_options": {"size": 300, "length": 6},
     "model": {"kind": "gru", "embedding": 16, "hidden": 48},
     "train": {"steps": 60, "batch_size": 32, "eval_every": 30, "eval_limit": 20, "checkpoint_every": 30},
@@ -57,7 +58,7 @@ def test_run_json_prints_the_result_alone_and_writes_the_run_directory(tmp_path,
     assert entry["metric"]["name"] == "exact_match"
     curves = entry["per_position"]
     assert len(curves["tf_nll"]) == len(curves["fr_nll"]) == len(curves["tf_error"]) == len(curves["fr_error"]) == 7
-    assert list(results["strategies"]) == ["teacher_forcing", "scheduled_sampling"]  # the default comparison
+    assert list(results["strategies"]) == ["teacher_forcing", "scheduled_sampling", "reinforce", "recommended"]
     for name in ("config.yaml", "metrics.jsonl", "results.json", "report.html", "figures/per_position.png",
                  "figures/training_curves.png", *(e["checkpoint"] for e in results["strategies"].values())):
         assert (out / name).exists(), name
@@ -68,8 +69,8 @@ def test_run_json_prints_the_result_alone_and_writes_the_run_directory(tmp_path,
 
 def test_gap_measures_a_finished_run_again(tmp_path, tiny_config, capsys):
     out = tmp_path / "run"
-    code, stdout, _ = call(["run", "--task", "copy", "--config", str(tiny_config), "--out", str(out), "--json"],
-                           capsys)
+    code, stdout, _ = call(["run", "--task", "copy", "--strategies", "teacher_forcing", "--config",
+                            str(tiny_config), "--out", str(out), "--json"], capsys)
     assert code == 0
     first = json.loads(stdout)["strategies"]["teacher_forcing"]
     code, stdout, _ = call(["gap", str(out), "--json"], capsys)
@@ -155,7 +156,8 @@ def test_resume_with_another_model_is_refused_and_the_checkpoint_kept(tmp_path, 
 
 def test_a_finished_run_is_not_overwritten_without_being_asked(tmp_path, tiny_config, capsys):
     out = tmp_path / "run"
-    args = ["run", "--task", "copy", "--config", str(tiny_config), "--out", str(out)]
+    args = ["run", "--task", "copy", "--strategies", "teacher_forcing", "--config", str(tiny_config), "--out",
+            str(out)]
     assert call(args, capsys)[0] == 0
     results = (out / "results.json").read_bytes()
     code, _, err = call(args, capsys)

@@ -76,7 +76,7 @@ class VocabTokenizer:
 
 
 class BPETokenizer:
-    """Byte-pair encoding trained with Hugging Face `tokenizers` (Sennrich et al. 2016), whitespace pre-split."""
+    """Byte-pair encoding trained with Hugging Face `tokenizers` (Sennrich et al. 2016), lossless on spacing."""
 
     kind = "bpe"
 
@@ -92,17 +92,17 @@ class BPETokenizer:
 
         if vocab_size <= len(SPECIALS):
             raise UnforcedError(f"bpe vocab_size must exceed {len(SPECIALS)}, got {vocab_size}")
-        tok = HFTokenizer(models.BPE(unk_token="<unk>", end_of_word_suffix="</w>"))
-        tok.pre_tokenizer = pre_tokenizers.Whitespace()
-        tok.decoder = decoders.BPEDecoder(suffix="</w>")
-        trainer = trainers.BpeTrainer(
-            vocab_size=vocab_size, special_tokens=SPECIALS, end_of_word_suffix="</w>", show_progress=False
-        )
+        # Metaspace (SentencePiece-style) keeps spaces inside the tokens, so decoding gives back the text as
+        # written ("God." stays "God."): a Whitespace pre-split would decode to "God ." and cost BLEU points.
+        tok = HFTokenizer(models.BPE(unk_token="<unk>"))
+        tok.pre_tokenizer = pre_tokenizers.Metaspace()
+        tok.decoder = decoders.Metaspace()
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, show_progress=False)
         tok.train_from_iterator(list(texts), trainer=trainer)
         return cls(tok)
 
     def encode(self, text: str) -> list[int]:
-        return self._tok.encode(text).ids
+        return self._tok.encode(" ".join(text.split())).ids  # runs of whitespace count as one space
 
     def decode(self, ids: Iterable[int]) -> str:
         return self._tok.decode(_strip(ids))
