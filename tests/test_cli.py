@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -78,8 +79,31 @@ def test_gap_measures_a_finished_run_again(tmp_path, tiny_config, capsys):
     again = json.loads(stdout)["strategies"]["teacher_forcing"]
     assert again["tf_nll"] == pytest.approx(first["tf_nll"], rel=1e-6)
     assert again["fr_nll"] == pytest.approx(first["fr_nll"], rel=1e-6)
+    diagnostics = again["diagnostics"]
+    assert diagnostics["sweep"]["ratios"] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert diagnostics["sweep"]["nll"][0] == pytest.approx(again["fr_nll"], rel=1e-5)
+    assert diagnostics["sweep"]["nll"][-1] == pytest.approx(again["tf_nll"], rel=1e-5)
+    assert diagnostics["divergence"]["mean"][0] == 0.0
+    assert (out / "diagnostics.json").exists()
+    code, stdout, _ = call(["sweep", str(out), "--ratios", "1,0", "--json"], capsys)
+    assert code == 0
+    swept = json.loads(stdout)["strategies"]["teacher_forcing"]
+    assert swept["nll"] == pytest.approx([again["tf_nll"], again["fr_nll"]], rel=1e-5)
+    assert call(["sweep", str(out), "--ratios", "2"], capsys)[0] == 2
     (out / "report.html").unlink()
-    assert call(["report", str(out)], capsys)[0] == 0 and (out / "report.html").exists()
+    assert call(["report", str(out)], capsys)[0] == 0
+    html = (out / "report.html").read_text()
+    named = re.findall(r'src="([^"]+)"', html)
+    assert {"figures/per_position.png", "figures/sweep.png", "figures/divergence.png", "figures/recovery.png",
+            "figures/compounding.png", "figures/prefix_divergence.png"} <= set(named)
+    for figure in named:  # every figure the report names exists
+        assert (out / figure).stat().st_size > 1000, figure
+
+
+def test_schedules_plot(tmp_path, capsys):
+    path = tmp_path / "schedules.png"
+    assert call(["schedules", "--plot", str(path), "--steps", "500"], capsys)[0] == 0
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_phase_chain_is_keyed_exactly_as_given(tmp_path, tiny_config, capsys):

@@ -151,25 +151,72 @@ def train(task: str = typer.Option(..., help="registered task name or a .tsv/.js
 @app.command()
 def gap(run_dir: Path, strategy: str = typer.Option(None, help="strategy entry (default: all)"),
         split: str = typer.Option("test", help="train, valid or test"),
-        limit: int = typer.Option(None, help="at most this many pairs"),
+        limit: int = typer.Option(200, help="at most this many pairs"),
         as_json: bool = typer.Option(False, "--json", help="print the JSON result alone on stdout")):
-    """Teacher-forced vs free-running figures of a trained run, measured again from its checkpoints."""
-    from unforced.diagnostics import evaluate
+    """Every diagnostic of a trained run, measured again from its checkpoints: the gap, the ratio sweep,
+    hidden-state divergence, recovery, the compounding fit, prefix divergence. Writes RUN_DIR/diagnostics.json."""
+    from unforced.experiment import diagnose_run
+
+    output = diagnose_run(run_dir, split=split, limit=limit, only=strategy)
+    if as_json:
+        sys.stdout.write(json.dumps(output) + "\n")
+        return
+    stderr.print(_table(output))
+    for name, entry in output["strategies"].items():
+        sweep = entry["diagnostics"]["sweep"]
+        pairs = ", ".join(f"{r:g}: {n:.3f}" for r, n in zip(sweep["ratios"], sweep["nll"], strict=True))
+        fit = entry["diagnostics"]["divergence"].get("fit") or {}
+        stderr.print(f"[b]{name}[/b] NLL by teacher-forcing ratio {pairs}; divergence amplification "
+                     f"a={fit.get('a', float('nan')):.3f}, injection b={fit.get('b', float('nan')):.3f}")
+    stderr.print(f"diagnostics: {Path(run_dir) / 'diagnostics.json'}")
+
+
+@app.command()
+def sweep(run_dir: Path, ratios: str = typer.Option("0,0.25,0.5,0.75,1", help="comma-separated ratios"),
+          strategy: str = typer.Option(None, help="strategy entry (default: all)"),
+          split: str = typer.Option("test"), limit: int = typer.Option(200),
+          as_json: bool = typer.Option(False, "--json", help="print the JSON result alone on stdout")):
+    """Gold-token NLL and token accuracy at several teacher-forcing ratios (P(gold) of each fed token)."""
+    from unforced.diagnostics import ratio_sweep
     from unforced.experiment import load_run_model
     from unforced.report import read_run
 
+    try:
+        values = [float(r) for r in ratios.split(",") if r.strip()]
+    except ValueError:
+        raise UnforcedError(f"--ratios must be numbers separated by commas, got {ratios!r}") from None
+    if not values or any(not 0.0 <= r <= 1.0 for r in values):
+        raise UnforcedError(f"--ratios must lie in [0, 1], got {ratios!r}")
     _, results, _ = read_run(run_dir)
-    names = [strategy] if strategy else list(results["strategies"])
-    output = {"task": results["task"], "split": split, "strategies": {}}
-    for name in names:
+    output = {"split": split, "strategies": {}}
+    for name in [strategy] if strategy else list(results["strategies"]):
         model, task, limits, _ = load_run_model(run_dir, name)
-        task.split(split)
-        output["strategies"][name] = evaluate(model, task, split, limit=limit, limits=limits)
-        output["strategies"][name]["train_seconds"] = results["strategies"][name].get("train_seconds", 0.0)
+        output["strategies"][name] = ratio_sweep(model, task, split, ratios=values, limit=limit, limits=limits)
     if as_json:
         sys.stdout.write(json.dumps(output) + "\n")
-    else:
-        stderr.print(_table(output))
+        return
+    table = Table(title="NLL (token accuracy) by teacher-forcing ratio")
+    table.add_column("strategy")
+    for r in values:
+        table.add_column(f"{r:g}", justify="right")
+    for name, entry in output["strategies"].items():
+        table.add_row(name, *(f"{n:.3f} ({a:.2f})" for n, a in zip(entry["nll"], entry["token_acc"], strict=True)))
+    stderr.print(table)
+
+
+@app.command()
+def schedules(plot: Path = typer.Option(..., "--plot", help="PNG file to draw"),
+              steps: int = typer.Option(2000, help="training steps on the x axis")):
+    """Draw every teacher-forcing-ratio schedule side by side (the ratio is P(feed gold))."""
+    from unforced.schedules import Constant, Exponential, InverseSigmoid, Linear, Piecewise, plot_schedules
+
+    if steps < 1:
+        raise UnforcedError(f"--steps must be at least 1, got {steps}")
+    third = max(1, steps // 3)
+    drawn = {"constant(0.75)": Constant(0.75), f"linear(1 -> 0 over {steps})": Linear(steps=steps),
+             "exponential(0.999)": Exponential(0.999), "inverse_sigmoid(k=300)": InverseSigmoid(300.0),
+             "piecewise(1, 0.6, 0.3)": Piecewise({0: 1.0, 1: 0.6, 2: 0.3}, steps_per_epoch=third)}
+    stderr.print(f"plot: {plot_schedules(drawn, steps, plot)}")
 
 
 @app.command()

@@ -29,6 +29,7 @@ import yaml
 from unforced import __version__
 from unforced.config import validate_config
 from unforced.diagnostics import evaluate
+from unforced.diagnostics.suite import clean_json, diagnose
 from unforced.errors import UnforcedError
 from unforced.lock import run_lock
 from unforced.models import ModelConfig, build_model
@@ -89,6 +90,7 @@ class RunConfig:
     preset: str = "default"
     seed: int = 0
     test_limit: int | None = None
+    diagnostics_limit: int = 100  # test pairs for the diagnostics written beside the results; 0 skips them
 
 
 @dataclass(frozen=True)
@@ -194,7 +196,8 @@ def _run_experiment(config: RunConfig, out: Path, progress: Callable[[str, dict]
         figures = evaluate(model, task, "valid", limit=train_config.eval_limit, limits=limits)
         return {k: figures[k] for k in ("tf_nll", "fr_nll", "gap_pct", "tf_token_acc", "fr_token_acc", "metric")}
 
-    finished: dict[str, dict] = {}  # weights after each trained entry, for warm starts
+    finished: dict[str, tuple[dict, float]] = {}  # weights and train seconds of each entry, for warm starts
+    diagnostics = {"task": task.name, "split": "test", "limit": config.diagnostics_limit, "strategies": {}}
     results = {"task": task.name, "seed": config.seed, "task_settings": task.settings,
                "model": dataclasses.asdict(model_config), "signature": resolved["signature"], "strategies": {}}
     for entry in config.strategies:
@@ -217,7 +220,7 @@ def _run_experiment(config: RunConfig, out: Path, progress: Callable[[str, dict]
             seconds += _train_phase(model, task, phase.strategy, dataclasses.replace(train_config, steps=steps),
                                     config, checkpoint_dir, metrics_path, tag, model_config,
                                     limits, progress, validation, resume)
-        finished[entry] = copy.deepcopy(model.state_dict())
+        finished[entry] = (copy.deepcopy(model.state_dict()), seconds)
         if progress:
             progress(entry, {"phase": "evaluate"})
         figures = evaluate(model, task, "test", limit=test_limit, limits=limits)
@@ -225,6 +228,14 @@ def _run_experiment(config: RunConfig, out: Path, progress: Callable[[str, dict]
         figures["checkpoint"] = str((checkpoint_dir / "last.pt").relative_to(out))
         results["strategies"][entry] = figures
         atomic_write_text(json.dumps(results, indent=1), out / "results.json")
+        if config.diagnostics_limit:
+            if progress:
+                progress(entry, {"phase": "diagnostics"})
+            diagnostics["strategies"][entry] = clean_json({
+                "per_position": figures["per_position"],
+                "diagnostics": diagnose(model, task, "test", limit=config.diagnostics_limit, limits=limits,
+                                        seed=config.seed, per_position=figures["per_position"])})
+            atomic_write_text(json.dumps(diagnostics, indent=1), out / "diagnostics.json")
     return results
 
 
@@ -282,6 +293,26 @@ def load_run_model(run_dir: Path, entry: str | None = None):
     return model, task, limits, entry
 
 
+def diagnose_run(run_dir: Path, split: str = "test", limit: int | None = 200, only: str | None = None) -> dict:
+    """Every diagnostic of each strategy of a finished run; also written to RUN_DIR/diagnostics.json."""
+    from unforced.report import read_run
+
+    run_dir = Path(run_dir)
+    _, results, _ = read_run(run_dir)
+    names = [only] if only else list(results["strategies"])
+    output = {"task": results["task"], "split": split, "limit": limit, "strategies": {}}
+    for name in names:
+        model, task, limits, _ = load_run_model(run_dir, name)
+        task.split(split)
+        figures = evaluate(model, task, split, limit=limit, limits=limits)
+        figures["train_seconds"] = results["strategies"][name].get("train_seconds", 0.0)
+        figures["diagnostics"] = diagnose(model, task, split, limit=limit, limits=limits,
+                                          seed=results.get("seed", 0), per_position=figures["per_position"])
+        output["strategies"][name] = clean_json(figures)
+    atomic_write_text(json.dumps(output, indent=1), run_dir / "diagnostics.json")
+    return output
+
+
 def _train_phase(model, task, strategy_name, train_config, config, checkpoint_dir, metrics_path, tag,
                  model_config, limits, progress, validation, resume) -> float:
     options = strategy_options(config, strategy_name)
@@ -301,12 +332,12 @@ def _train_phase(model, task, strategy_name, train_config, config, checkpoint_di
 
 def _teacher_forced(finished, model_config, task, train_config, config, out, metrics_path, limits, progress,
                     validation, resume):
-    if "teacher_forcing" in finished:
-        return finished["teacher_forcing"], 0.0
+    if "teacher_forcing" in finished:  # its training time counts towards the fine-tuned entry too
+        return finished["teacher_forcing"]
     torch.manual_seed(config.seed)
     model = build_model(model_config)
     seconds = _train_phase(model, task, "teacher_forcing", train_config, config,
                            out / "checkpoints" / "teacher_forcing", metrics_path, "teacher_forcing", model_config,
                            limits, progress, validation, resume)
-    finished["teacher_forcing"] = copy.deepcopy(model.state_dict())
-    return finished["teacher_forcing"], seconds
+    finished["teacher_forcing"] = (copy.deepcopy(model.state_dict()), seconds)
+    return finished["teacher_forcing"]

@@ -19,14 +19,14 @@ from unforced.theory import fit_compounding
 SWEEP_RATIOS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
-def _clean(value):
+def clean_json(value):
     """NaN and inf become None, numpy becomes plain Python: results stay valid JSON."""
     if isinstance(value, dict):
-        return {key: _clean(item) for key, item in value.items()}
+        return {key: clean_json(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_clean(item) for item in value]
+        return [clean_json(item) for item in value]
     if isinstance(value, np.ndarray):
-        return _clean(value.tolist())
+        return clean_json(value.tolist())
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -65,4 +65,4 @@ def diagnose(model, task: Task, split: str = "test", limit: int | None = 200, li
     }
     if per_position is not None:
         output["compounding"] = compounding(per_position)
-    return _clean(output)
+    return clean_json(output)

@@ -57,3 +57,83 @@ def training_curves(metrics: list[dict], path: Path) -> Path:
     loss_axes.legend(fontsize=7)
     valid_axes.legend(fontsize=7)
     return _save(figure, path)
+
+
+def sweep(diagnostics: dict, path: Path) -> Path:
+    """Gold-token NLL against the teacher-forcing ratio, one line per strategy."""
+    figure = Figure(figsize=(5.5, 4))
+    axes = figure.add_subplot(1, 1, 1)
+    for index, (name, entry) in enumerate(diagnostics["strategies"].items()):
+        data = entry["diagnostics"]["sweep"]
+        axes.plot(data["ratios"], data["nll"], marker="o", color=f"C{index}", label=name)
+    axes.set(xlabel="teacher-forcing ratio (P(gold) per fed token)", ylabel="NLL of gold tokens (nats)",
+             title="Ratio sweep")
+    axes.legend(fontsize=7)
+    return _save(figure, path)
+
+
+def divergence(diagnostics: dict, path: Path) -> Path:
+    """||h_FR(t) - h_TF(t)|| per position (mean and spread), with the fitted plateau where a < 1."""
+    figure = Figure(figsize=(5.5, 4))
+    axes = figure.add_subplot(1, 1, 1)
+    for index, (name, entry) in enumerate(diagnostics["strategies"].items()):
+        data = entry["diagnostics"]["divergence"]
+        mean = [m if m is not None else float("nan") for m in data["mean"]]
+        std = [s if s is not None else 0.0 for s in data["std"]]
+        axes.plot(data["positions"], mean, color=f"C{index}", label=name)
+        axes.fill_between(data["positions"], [m - s for m, s in zip(mean, std, strict=True)],
+                          [m + s for m, s in zip(mean, std, strict=True)], color=f"C{index}", alpha=0.15)
+        fit = data.get("fit") or {}
+        if fit.get("plateau_predicted") is not None:
+            axes.axhline(fit["plateau_predicted"], color=f"C{index}", linestyle=":", linewidth=1)
+    axes.set(xlabel="target position", ylabel="hidden-state distance", title="Free-running vs teacher-forced state")
+    axes.legend(fontsize=7)
+    return _save(figure, path)
+
+
+def recovery(diagnostics: dict, path: Path) -> Path:
+    """Token accuracy after one injected wrong token, against the clean prefix, per injection position."""
+    figure = Figure(figsize=(5.5, 4))
+    axes = figure.add_subplot(1, 1, 1)
+    for index, (name, entry) in enumerate(diagnostics["strategies"].items()):
+        for probe_index, probe in enumerate(entry["diagnostics"]["recovery"]):
+            offsets = [probe["position"] + probe["k"] + o for o in probe["curve"]["offset"]]
+            label = f"{name} (slip at {probe['position']})"
+            style = ["-", "--", ":"][probe_index % 3]
+            axes.plot(offsets, probe["curve"]["corrupted"], color=f"C{index}", linestyle=style, label=label)
+        if entry["diagnostics"]["recovery"]:
+            probe = entry["diagnostics"]["recovery"][0]
+            offsets = [probe["position"] + probe["k"] + o for o in probe["curve"]["offset"]]
+            axes.plot(offsets, probe["curve"]["clean"], color=f"C{index}", alpha=0.4, linewidth=4)
+    axes.set(xlabel="target position", ylabel="token accuracy", title="Recovery after an injected error")
+    axes.legend(fontsize=6)
+    return _save(figure, path)
+
+
+def compounding(diagnostics: dict, path: Path) -> Path:
+    """Measured free-running NLL per position against the fitted absorbing-error chain."""
+    figure = Figure(figsize=(5.5, 4))
+    axes = figure.add_subplot(1, 1, 1)
+    for index, (name, entry) in enumerate(diagnostics["strategies"].items()):
+        fit = entry["diagnostics"].get("compounding")
+        measured = entry["per_position"]["fr_nll"]
+        axes.plot(range(1, len(measured) + 1), measured, color=f"C{index}", marker=".", linestyle="none",
+                  label=f"{name}: measured")
+        if fit:
+            axes.plot(range(1, len(fit["predicted_curve"]) + 1), fit["predicted_curve"], color=f"C{index}",
+                      label=f"{name}: fit (c={fit['c']:.2f}, d={fit['d']:.2f}, e={fit['e']:.3f})")
+    axes.set(xlabel="target position", ylabel="free-running NLL (nats)", title="Compounding-error fit")
+    axes.legend(fontsize=7)
+    return _save(figure, path)
+
+
+def prefix_divergence(diagnostics: dict, path: Path) -> Path:
+    """Estimated KL(p_model(prefix) || n-gram of the data) per prefix length."""
+    figure = Figure(figsize=(5.5, 4))
+    axes = figure.add_subplot(1, 1, 1)
+    for index, (name, entry) in enumerate(diagnostics["strategies"].items()):
+        data = entry["diagnostics"]["prefix_divergence"]
+        axes.plot(data["lengths"], data["kl"], color=f"C{index}", marker="o", label=name)
+    axes.set(xlabel="prefix length", ylabel="KL estimate (nats)", title="Prefix-distribution divergence")
+    axes.legend(fontsize=7)
+    return _save(figure, path)

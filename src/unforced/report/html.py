@@ -53,6 +53,80 @@ def _growth_sentence(entry: dict) -> str:
             f"last third (teacher-forced: {tf_early:.2f} and {tf_late:.2f}).")
 
 
+def _number(value, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _diagnostics_section(run_dir: Path) -> str:
+    """Figures and sentences from diagnostics.json (written by `unforced run` and `unforced gap`)."""
+    path = run_dir / "diagnostics.json"
+    if not path.exists():
+        return "<h2>Diagnostics</h2><p>No diagnostics.json in this run: <code>unforced gap RUN_DIR</code> makes one.</p>"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UnforcedError(f"{path}: not valid JSON ({error})") from None
+    figure_dir = run_dir / "figures"
+    strategies = data.get("strategies", {})
+    if not strategies:
+        return ""
+    sweep_s, divergence_s, recovery_s, compounding_s, prefix_s = [], [], [], [], []
+    for name, entry in strategies.items():
+        d = entry["diagnostics"]
+        label = f"<b>{html.escape(name)}</b>"
+        nll = d["sweep"]["nll"]
+        sweep_s.append(f"{label}: NLL {_number(nll[-1])} at ratio {d['sweep']['ratios'][-1]:g} and "
+                       f"{_number(nll[0])} at ratio {d['sweep']['ratios'][0]:g}.")
+        fit = d["divergence"].get("fit")
+        if fit:
+            tail = (f"a below 1, so the distance should level off near {_number(fit['plateau_predicted'])}; "
+                    f"measured over the last positions: {_number(d['divergence'].get('plateau_measured'))}."
+                    if fit.get("plateau_predicted") is not None else
+                    f"a above 1: the distance grows by a factor {_number(fit.get('growth_rate'))} per step.")
+            divergence_s.append(f"{label}: amplification a = {_number(fit['a'])}, injection b = "
+                                f"{_number(fit['b'])}; {tail}")
+        for probe in d["recovery"][:2]:
+            recovery_s.append(f"{label}, slip at position {probe['position']}: accuracy after it "
+                              f"{_number(probe['corrupted_acc_after'])} against {_number(probe['clean_acc_after'])} "
+                              f"with a clean prefix (recovery {_number(probe['recovery'], 2)}).")
+        comp = d.get("compounding")
+        if comp:
+            compounding_s.append(f"{label}: per-token NLL c = {_number(comp['c'])} on a clean prefix, d = "
+                                 f"{_number(comp['d'])} once off it, first-error rate e = {_number(comp['e'])} per "
+                                 f"step; predicted excess {_number(comp['predicted_excess'], 2)} nats per sequence "
+                                 f"against {_number(comp['measured_excess'], 2)} measured.")
+        kl = d["prefix_divergence"]["kl"]
+        prefix_s.append(f"{label}: {_number(kl[0], 2)} nats at length 1, {_number(kl[-1], 2)} at length "
+                        f"{d['prefix_divergence']['lengths'][-1]}.")
+    sections = [
+        ("sweep", "Ratio sweep", figures.sweep,
+         "Each point feeds the gold token with the given probability and the model's own greedy token otherwise, "
+         "and scores every gold token. Ratio 1 is teacher forcing and ratio 0 free running; the slope between "
+         "them is how much the model leans on a gold prefix.", sweep_s),
+        ("divergence", "Hidden-state divergence", figures.divergence,
+         "The distance between the decoder state along the model's own path and along the gold path, per "
+         "position (shaded: one standard deviation). A fit of D_t = a D_(t-1) + b gives how fast a deviation is "
+         "amplified (a) and how much new deviation each step brings (b).", divergence_s),
+        ("recovery", "Recovery probe", figures.recovery,
+         "One wrong token is put into the gold prefix; the lines show accuracy on the tokens after it (thick "
+         "pale line: the same positions with a clean prefix). A model that recovers returns to the clean line.",
+         recovery_s),
+        ("compounding", "Compounding-error model", figures.compounding,
+         "Free-running NLL per position (dots) against the absorbing-error chain fitted to it: cost c per token "
+         "until the first error, which happens with probability e per step, and d after it.", compounding_s),
+        ("prefix_divergence", "Prefix-distribution divergence", figures.prefix_divergence,
+         "A Monte Carlo estimate of KL(model prefixes || smoothed n-gram of the data) per prefix length; read it "
+         "as a comparison between strategies, since the n-gram stands in for the data.", prefix_s),
+    ]
+    parts = [f"<h2>Diagnostics ({html.escape(data.get('split', 'test'))} split, at most "
+             f"{data.get('limit') or 'all'} pairs)</h2>"]
+    for key, title, draw, explanation, sentences in sections:
+        draw(data, figure_dir / f"{key}.png")
+        parts.append(f"<h3>{title}</h3><img src=\"figures/{key}.png\" alt=\"{title}\"><p>{explanation} "
+                     f"{' '.join(sentences)}</p>")
+    return "\n".join(parts)
+
+
 def build_report(run_dir: Path) -> Path:
     """Draw the figures and write report.html; returns its path."""
     run_dir = Path(run_dir)
@@ -96,6 +170,7 @@ positions grow, early mistakes are compounding. {sentences}</p>
 <img src="figures/training_curves.png" alt="training curves">
 <p>Training loss per step (left), and the validation NLL under both decodings at each evaluation (right): the
 distance between a strategy's solid and dashed lines is its gap as training goes on.</p>
+{_diagnostics_section(run_dir)}
 <h2>Sample outputs (test)</h2>
 <table><tr><th>strategy</th><th>reference</th><th>teacher-forced argmax</th><th>free-running greedy</th></tr>
 {''.join(examples)}</table>
