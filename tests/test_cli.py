@@ -188,3 +188,19 @@ def test_a_finished_run_is_not_overwritten_without_being_asked(tmp_path, tiny_co
     assert code == 2 and "already holds a run" in err
     assert (out / "results.json").read_bytes() == results
     assert call([*args, "--overwrite"], capsys)[0] == 0
+
+
+def test_seeds_report_mean_and_spread(tmp_path, tiny_config, capsys):
+    out = tmp_path / "run"
+    code, stdout, err = call(["run", "--task", "copy", "--strategies", "teacher_forcing", "--config",
+                              str(tiny_config), "--out", str(out), "--seeds", "2", "--json"], capsys)
+    assert code == 0, err
+    results = json.loads(stdout)
+    assert results["seeds"] == [0, 1]
+    entry = results["strategies"]["teacher_forcing"]
+    per_seed = [json.loads((out / f"seed-{s}" / "results.json").read_text())["strategies"]["teacher_forcing"]
+                for s in (0, 1)]
+    assert entry["spread"]["fr_nll"]["values"] == [p["fr_nll"] for p in per_seed]
+    assert entry["fr_nll"] == pytest.approx((per_seed[0]["fr_nll"] + per_seed[1]["fr_nll"]) / 2)
+    assert per_seed[0]["fr_nll"] != per_seed[1]["fr_nll"]  # the seeds really differ
+    assert "Over 2 seeds" in (out / "report.html").read_text()

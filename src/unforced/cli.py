@@ -83,9 +83,10 @@ def _default_out(data: dict) -> Path:
     return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def _run(config_data: dict, out: Path | None, as_json: bool, resume: bool, overwrite: bool = False) -> None:
+def _run(config_data: dict, out: Path | None, as_json: bool, resume: bool, overwrite: bool = False,
+         seeds: int = 1) -> None:
     from unforced.config import validate_config
-    from unforced.experiment import RunConfig, run_experiment
+    from unforced.experiment import RunConfig, run_experiment, run_seeds
     from unforced.report import build_report
 
     config = validate_config(RunConfig, config_data, prefix="config")
@@ -94,7 +95,10 @@ def _run(config_data: dict, out: Path | None, as_json: bool, resume: bool, overw
             raise UnforcedError("--resume needs --out: the run directory to continue")
         out = _default_out(config_data)
     with _Bars(enabled=sys.stderr.isatty() or not as_json) as bars:
-        results = run_experiment(config, out, progress=bars, resume=resume, overwrite=overwrite)
+        if seeds == 1:
+            results = run_experiment(config, out, progress=bars, resume=resume, overwrite=overwrite)
+        else:
+            results = run_seeds(config, out, seeds, progress=bars, resume=resume, overwrite=overwrite)
     report = build_report(out)
     if as_json:
         sys.stdout.write(json.dumps(results) + "\n")
@@ -111,6 +115,7 @@ def run(task: str = typer.Option(None, help="registered task name or a .tsv/.jso
         config: Path = typer.Option(None, help="YAML file with task, model, train, strategy_options sections"),
         out: Path = typer.Option(None, help="run directory (default: runs/<task>-<date>-<time>)"),
         seed: int = typer.Option(None, help="random seed"),
+        seeds: int = typer.Option(1, help="repeat every strategy over this many seeds; report mean and spread"),
         resume: bool = typer.Option(False, "--resume", help="continue from the checkpoints in --out"),
         overwrite: bool = typer.Option(False, "--overwrite", help="replace a run already in --out"),
         as_json: bool = typer.Option(False, "--json", help="print the JSON result alone on stdout")):
@@ -128,7 +133,7 @@ def run(task: str = typer.Option(None, help="registered task name or a .tsv/.jso
         data["preset"] = "quick" if quick else preset
     if seed is not None:
         data["seed"] = seed
-    _run(data, out, as_json, resume, overwrite)
+    _run(data, out, as_json, resume, overwrite, seeds)
 
 
 @app.command()

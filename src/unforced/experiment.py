@@ -196,7 +196,9 @@ def _run_experiment(config: RunConfig, out: Path, progress: Callable[[str, dict]
         figures = evaluate(model, task, "valid", limit=train_config.eval_limit, limits=limits)
         return {k: figures[k] for k in ("tf_nll", "fr_nll", "gap_pct", "tf_token_acc", "fr_token_acc", "metric")}
 
-    finished: dict[str, tuple[dict, float]] = {}  # weights and train seconds of each entry, for warm starts
+    context = _Context(task, config, train_config, model_config, out, metrics_path, limits, progress, validation,
+                       resume)
+    finished: dict[str, tuple[dict, float, int]] = {}  # weights, seconds and steps of each entry (warm starts)
     diagnostics = {"task": task.name, "split": "test", "limit": config.diagnostics_limit, "strategies": {}}
     results = {"task": task.name, "seed": config.seed, "task_settings": task.settings,
                "model": dataclasses.asdict(model_config), "signature": resolved["signature"], "strategies": {}}
@@ -204,23 +206,20 @@ def _run_experiment(config: RunConfig, out: Path, progress: Callable[[str, dict]
         phases = parse_entry(entry, config.preset)
         torch.manual_seed(config.seed)
         model = build_model(model_config)
-        seconds = 0.0
+        seconds, steps_done = 0.0, 0
         warm_start = len(phases) == 1 and phases[0].strategy in NEEDS_WARM_START
         if warm_start:
-            warm, warm_seconds = _teacher_forced(finished, model_config, task, train_config, config, out,
-                                                  metrics_path, limits, progress, validation, resume)
+            warm, seconds, steps_done = _teacher_forced(context, finished)
             model.load_state_dict(warm)
-            seconds += warm_seconds
         alone = len(config.strategies) == 1 and len(phases) == 1 and not warm_start
         for index, phase in enumerate(phases):
             steps = phase.steps or (PRESETS[config.preset]["fine_tune_steps"] if warm_start else train_config.steps)
             tag = entry if len(phases) == 1 else f"{entry}#{index + 1}:{phase.strategy}"
             # A run of one plain strategy keeps the contract's <out>/checkpoints/last.pt; several get a folder each.
             checkpoint_dir = out / "checkpoints" if alone else out / "checkpoints" / safe_name(tag)
-            seconds += _train_phase(model, task, phase.strategy, dataclasses.replace(train_config, steps=steps),
-                                    config, checkpoint_dir, metrics_path, tag, model_config,
-                                    limits, progress, validation, resume)
-        finished[entry] = (copy.deepcopy(model.state_dict()), seconds)
+            seconds += _train_phase(context, model, phase.strategy, steps, checkpoint_dir, tag, steps_done)
+            steps_done += steps
+        finished[entry] = (copy.deepcopy(model.state_dict()), seconds, steps_done)
         if progress:
             progress(entry, {"phase": "evaluate"})
         figures = evaluate(model, task, "test", limit=test_limit, limits=limits)
@@ -313,31 +312,114 @@ def diagnose_run(run_dir: Path, split: str = "test", limit: int | None = 200, on
     return output
 
 
-def _train_phase(model, task, strategy_name, train_config, config, checkpoint_dir, metrics_path, tag,
-                 model_config, limits, progress, validation, resume) -> float:
-    options = strategy_options(config, strategy_name)
+@dataclass
+class _Context:
+    """What every training phase of one run shares."""
+
+    task: object
+    config: RunConfig
+    train_config: TrainConfig
+    model_config: ModelConfig
+    out: Path
+    metrics_path: Path
+    limits: dict
+    progress: Callable | None
+    validation: Callable
+    resume: bool
+
+
+def _train_phase(context: _Context, model, strategy_name: str, steps: int, checkpoint_dir: Path, tag: str,
+                 step_offset: int) -> float:
+    """Train `model` in place for `steps` steps of one strategy; returns the training seconds."""
+    options = strategy_options(context.config, strategy_name)
     if strategy_name == "reinforce":
         options = {"reward": None, **options}  # None: reward the task's own metric (bound below)
-    strategy = make_strategy(strategy_name, options, seed=config.seed)
+    strategy = make_strategy(strategy_name, options, seed=context.config.seed)
     if hasattr(strategy, "bind"):
-        strategy.bind(task)
-    identity = {"model_config": dataclasses.asdict(model_config), "strategy": strategy_name, "task": task.name}
-    trainer = Trainer(model, task, strategy, train_config, checkpoint_dir, metrics_path, tag=tag,
-                      identity=identity, limits=limits, evaluate=validation,
+        strategy.bind(context.task)
+    identity = {"model_config": dataclasses.asdict(context.model_config), "strategy": strategy_name,
+                "task": context.task.name}
+    progress = context.progress
+    trainer = Trainer(model, context.task, strategy, dataclasses.replace(context.train_config, steps=steps),
+                      checkpoint_dir, context.metrics_path, tag=tag, identity=identity, limits=context.limits,
+                      evaluate=context.validation, step_offset=step_offset,
                       progress=(lambda record: progress(tag, record)) if progress else None)
-    if resume:
+    if context.resume:
         trainer.resume()
     return trainer.fit()["train_seconds"]
 
 
-def _teacher_forced(finished, model_config, task, train_config, config, out, metrics_path, limits, progress,
-                    validation, resume):
-    if "teacher_forcing" in finished:  # its training time counts towards the fine-tuned entry too
-        return finished["teacher_forcing"]
-    torch.manual_seed(config.seed)
-    model = build_model(model_config)
-    seconds = _train_phase(model, task, "teacher_forcing", train_config, config,
-                           out / "checkpoints" / "teacher_forcing", metrics_path, "teacher_forcing", model_config,
-                           limits, progress, validation, resume)
-    finished["teacher_forcing"] = (copy.deepcopy(model.state_dict()), seconds)
+def _teacher_forced(context: _Context, finished: dict) -> tuple[dict, float, int]:
+    """The teacher-forced weights of this run (trained now if no entry has trained them yet), with their
+    seconds and steps: both count towards the entry fine-tuned from them."""
+    if "teacher_forcing" not in finished:
+        torch.manual_seed(context.config.seed)
+        model = build_model(context.model_config)
+        steps = context.train_config.steps
+        seconds = _train_phase(context, model, "teacher_forcing", steps,
+                               context.out / "checkpoints" / "teacher_forcing", "teacher_forcing", 0)
+        finished["teacher_forcing"] = (copy.deepcopy(model.state_dict()), seconds, steps)
     return finished["teacher_forcing"]
+
+
+SPREAD_KEYS = ("tf_nll", "fr_nll", "gap_nll", "gap_pct", "tf_token_acc", "fr_token_acc", "train_seconds")
+
+
+def run_seeds(config: RunConfig, out: Path, seeds: int, progress: Callable[[str, dict], None] | None = None,
+              resume: bool = False, overwrite: bool = False) -> dict:
+    """Repeat the whole comparison over `seeds` seeds (config.seed, config.seed + 1, ...), each in
+    <out>/seed-<s>/, and write <out>/results.json with the mean over seeds of every figure, plus its spread."""
+    if seeds < 1:
+        raise UnforcedError(f"--seeds must be at least 1, got {seeds}")
+    out = Path(out)
+    with run_lock(out):
+        if resume:
+            out.mkdir(parents=True, exist_ok=True)
+        else:
+            _claim(out, {}, resume=False, overwrite=overwrite)
+        runs = []
+        for offset in range(seeds):
+            seed = config.seed + offset
+            seeded = dataclasses.replace(config, seed=seed)
+            report = (lambda tag, record, seed=seed: progress(f"seed {seed} {tag}", record)) if progress else None
+            runs.append(run_experiment(seeded, out / f"seed-{seed}", report, resume, overwrite))
+        results = aggregate_seeds(runs)
+        first = out / f"seed-{config.seed}"
+        for name in ("config.yaml", "tokenizers.json", "metrics.jsonl", "diagnostics.json"):
+            if (first / name).exists():
+                atomic_write_text((first / name).read_text(encoding="utf-8"), out / name)
+        for entry in results["strategies"].values():
+            entry["checkpoint"] = f"seed-{config.seed}/{entry['checkpoint']}"
+        atomic_write_text(json.dumps(results, indent=1), out / "results.json")
+    return results
+
+
+def aggregate_seeds(runs: list[dict]) -> dict:
+    """Mean over seeds of each figure (and each per-position curve), with {"mean", "std", "values"} spreads."""
+    import numpy as np
+
+    first = runs[0]
+    results = {**{k: v for k, v in first.items() if k != "strategies"}, "seeds": [r["seed"] for r in runs],
+               "strategies": {}}
+    for entry, figures in first["strategies"].items():
+        all_figures = [r["strategies"][entry] for r in runs]
+        merged = copy.deepcopy(figures)
+        spread = {}
+        for key in SPREAD_KEYS:
+            values = [float(f[key]) for f in all_figures]
+            merged[key] = float(np.mean(values))
+            spread[key] = {"mean": merged[key], "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+                           "values": values}
+        for side in ("tf", "fr"):
+            values = [float(f["metric"][side]) for f in all_figures]
+            merged["metric"][side] = float(np.mean(values))
+            spread[f"metric_{side}"] = {"mean": merged["metric"][side],
+                                        "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+                                        "values": values}
+        for curve, values in figures["per_position"].items():
+            width = min(len(f["per_position"][curve]) for f in all_figures)
+            stacked = np.array([f["per_position"][curve][:width] for f in all_figures], dtype=float)
+            merged["per_position"][curve] = stacked.mean(0).tolist()
+        merged["spread"] = spread
+        results["strategies"][entry] = merged
+    return results

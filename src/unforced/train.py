@@ -159,7 +159,7 @@ class Trainer:
     def __init__(self, model, task: Task, strategy, config: TrainConfig, checkpoint_dir: Path,
                  metrics_path: Path, tag: str | None = None, identity: dict | None = None,
                  limits: dict | None = None, progress: Callable[[dict], None] | None = None,
-                 evaluate: Callable | None = None):
+                 evaluate: Callable | None = None, step_offset: int = 0):
         self.model, self.task, self.strategy, self.config = model, task, strategy, config
         self.checkpoint_path = Path(checkpoint_dir) / "last.pt"
         self.metrics_path = Path(metrics_path)
@@ -168,6 +168,7 @@ class Trainer:
         self.limits = limits or {}
         self.progress = progress
         self.evaluate = evaluate
+        self.step_offset = step_offset  # steps trained before this phase (warm start, earlier phases of a chain)
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate,
                                            weight_decay=config.weight_decay)
         self.step = 0
@@ -238,7 +239,8 @@ class Trainer:
     def log(self, record: dict) -> None:
         self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.metrics_path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps({"strategy": self.tag, **record}) + "\n")
+            handle.write(json.dumps({"strategy": self.tag, **record,
+                                     "global_step": self.step_offset + record["step"]}) + "\n")
 
     def fit(self) -> dict:
         config = self.config

@@ -16,18 +16,33 @@ def _save(figure: Figure, path: Path) -> Path:
     return path
 
 
+MIN_SEQUENCES = 20
+
+
+def _well_measured(curves: dict) -> int:
+    """Positions reached by at least MIN_SEQUENCES sequences (the last few positions rest on a handful)."""
+    counts = curves.get("count")
+    if not counts:
+        return len(curves["tf_error"])
+    return max(1, sum(1 for c in counts if c >= min(MIN_SEQUENCES, counts[0])))
+
+
 def per_position(results: dict, path: Path) -> Path:
-    """Error rate and NLL per target position, teacher-forced (dashed) against free-running (solid)."""
+    """Error rate and NLL per target position, teacher-forced (dashed) against free-running (solid), over the
+    positions that at least MIN_SEQUENCES test sequences reach."""
     figure = Figure(figsize=(11, 4.2))
     error_axes, nll_axes = figure.add_subplot(1, 2, 1), figure.add_subplot(1, 2, 2)
     for index, (name, entry) in enumerate(results["strategies"].items()):
         color = f"C{index}"
         curves = entry["per_position"]
-        positions = range(1, len(curves["tf_error"]) + 1)
-        error_axes.plot(positions, curves["fr_error"], color=color, label=f"{name}: free-running")
-        error_axes.plot(positions, curves["tf_error"], color=color, linestyle="--", label=f"{name}: teacher-forced")
-        nll_axes.plot(positions, curves["fr_nll"], color=color, label=f"{name}: free-running")
-        nll_axes.plot(positions, curves["tf_nll"], color=color, linestyle="--", label=f"{name}: teacher-forced")
+        shown = _well_measured(curves)
+        positions = range(1, shown + 1)
+        error_axes.plot(positions, curves["fr_error"][:shown], color=color, label=f"{name}: free-running")
+        error_axes.plot(positions, curves["tf_error"][:shown], color=color, linestyle="--",
+                        label=f"{name}: teacher-forced")
+        nll_axes.plot(positions, curves["fr_nll"][:shown], color=color, label=f"{name}: free-running")
+        nll_axes.plot(positions, curves["tf_nll"][:shown], color=color, linestyle="--",
+                      label=f"{name}: teacher-forced")
     error_axes.set(xlabel="target position", ylabel="token error rate", title="Per-position error")
     nll_axes.set(xlabel="target position", ylabel="NLL of the gold token (nats)", title="Per-position NLL")
     error_axes.legend(fontsize=7)
@@ -135,5 +150,35 @@ def prefix_divergence(diagnostics: dict, path: Path) -> Path:
         data = entry["diagnostics"]["prefix_divergence"]
         axes.plot(data["lengths"], data["kl"], color=f"C{index}", marker="o", label=name)
     axes.set(xlabel="prefix length", ylabel="KL estimate (nats)", title="Prefix-distribution divergence")
+    axes.legend(fontsize=7)
+    return _save(figure, path)
+
+
+def scores(metrics: list[dict], path: Path, dips: list[dict] | None = None) -> Path:
+    """The validation metric over training: free-running for every strategy (solid), teacher-forced for the
+    cross-entropy model (dashed), on one step axis (a fine-tuned model continues from its starting model's
+    steps). Triangles mark mid-training dips of the free-running metric."""
+    figure = Figure(figsize=(7, 4.2))
+    axes = figure.add_subplot(1, 1, 1)
+    evaluations = [m for m in metrics if isinstance(m.get("eval"), dict) and "metric" in m["eval"]]
+    entries = list(dict.fromkeys(str(m.get("strategy")).split("#")[0] for m in evaluations))
+    name = evaluations[0]["eval"]["metric"]["name"] if evaluations else "metric"
+    for index, entry in enumerate(entries):
+        points = sorted((m for m in evaluations if str(m.get("strategy")).split("#")[0] == entry),
+                        key=lambda m: m.get("global_step", m["step"]))
+        steps = [m.get("global_step", m["step"]) for m in points]
+        axes.plot(steps, [m["eval"]["metric"]["fr"] for m in points], color=f"C{index}", marker="o", markersize=3,
+                  label=f"{entry}: free-running")
+        if entry == "teacher_forcing":
+            axes.plot(steps, [m["eval"]["metric"]["tf"] for m in points], color=f"C{index}", linestyle="--",
+                      label=f"{entry}: teacher-forced")
+    for dip in dips or []:
+        record = next((m for m in evaluations if m.get("strategy") == dip.get("strategy")
+                       and m["step"] == dip["step"]), None)
+        if record is not None:
+            axes.plot([record.get("global_step", record["step"])], [dip["value"]], marker="v", color="black",
+                      markersize=8, linestyle="none")
+    axes.set(xlabel="training step (fine-tuning continues its starting model's steps)",
+             ylabel=f"validation {name}", title="Scores over training")
     axes.legend(fontsize=7)
     return _save(figure, path)

@@ -44,6 +44,8 @@ def read_run(run_dir: Path) -> tuple[dict, dict, list[dict]]:
 def _growth_sentence(entry: dict) -> str:
     errors = entry["per_position"]["fr_error"]
     tf_errors = entry["per_position"]["tf_error"]
+    shown = figures._well_measured(entry["per_position"])
+    errors, tf_errors = errors[:shown], tf_errors[:shown]
     if len(errors) < 4:
         return ""
     third = max(1, len(errors) // 3)
@@ -127,6 +129,36 @@ def _diagnostics_section(run_dir: Path) -> str:
     return "\n".join(parts)
 
 
+def _seeds_section(results: dict) -> str:
+    """Mean and spread over seeds, and in words whether each difference from the first entry is within it."""
+    entries = {name: e for name, e in results["strategies"].items() if "spread" in e}
+    if not entries:
+        return ""
+    seeds = results.get("seeds", [])
+    rows = []
+    for name, entry in entries.items():
+        spread = entry["spread"]
+        rows.append(f"<tr><td>{html.escape(name)}</td>"
+                    f"<td>{spread['fr_nll']['mean']:.3f} ± {spread['fr_nll']['std']:.3f}</td>"
+                    f"<td>{spread['gap_pct']['mean']:.1f} ± {spread['gap_pct']['std']:.1f}</td>"
+                    f"<td>{spread['metric_fr']['mean']:.2f} ± {spread['metric_fr']['std']:.2f}</td></tr>")
+    names = list(entries)
+    base = names[0]
+    sentences = []
+    for name in names[1:]:
+        for key, label in (("fr_nll", "free-running NLL"), ("metric_fr", "free-running score")):
+            a, b = entries[base]["spread"][key], entries[name]["spread"][key]
+            difference = b["mean"] - a["mean"]
+            within = abs(difference) <= a["std"] + b["std"]
+            sentences.append(f"{html.escape(name)} against {html.escape(base)}: {label} differs by "
+                             f"{difference:+.3f}, {'within' if within else 'outside'} the spread over "
+                             f"{len(seeds)} seeds (± {a['std'] + b['std']:.3f}).")
+    return (f"<h2>Over {len(seeds)} seeds ({', '.join(map(str, seeds))})</h2><table><tr><th>strategy</th>"
+            f"<th>FR NLL</th><th>gap %</th><th>FR score</th></tr>{''.join(rows)}</table>"
+            f"<p>Mean ± standard deviation over seeds; the table above shows the means. A difference within the "
+            f"spread is not evidence that one strategy is better. {' '.join(sentences)}</p>")
+
+
 def build_report(run_dir: Path) -> Path:
     """Draw the figures and write report.html; returns its path."""
     run_dir = Path(run_dir)
@@ -134,6 +166,16 @@ def build_report(run_dir: Path) -> Path:
     figure_dir = run_dir / "figures"
     figures.per_position(results, figure_dir / "per_position.png")
     figures.training_curves(metrics, figure_dir / "training_curves.png")
+    from unforced.diagnostics.probes import mid_training_dips
+
+    dips = mid_training_dips(metrics)
+    figures.scores(metrics, figure_dir / "scores.png", dips)
+    dip_sentence = ("No mid-training dip of the free-running score (a fall of over 10% from its best while "
+                    "training went on)." if not dips else
+                    "Dips of the free-running score (triangles): " + "; ".join(
+                        f"{html.escape(str(d.get('strategy')))} at step {d['step']}, {d['drop']:.2f} below its best"
+                        + (f", teacher-forcing ratio {d['teacher_forcing_ratio']:.2f}"
+                           if d.get("teacher_forcing_ratio") is not None else "") for d in dips) + ".")
     rows = []
     for name, entry in results["strategies"].items():
         metric = entry["metric"]
@@ -161,16 +203,23 @@ after the model's own greedy prefix. The gap is FR NLL minus TF NLL, as a share 
 <table><tr><th>strategy</th><th>TF NLL</th><th>FR NLL</th><th>gap</th><th>TF token acc</th><th>FR token acc</th>
 <th>TF {html.escape(metric_name)}</th><th>FR {html.escape(metric_name)}</th><th>train s</th></tr>
 {''.join(rows)}</table>
+{_seeds_section(results)}
 <h2>Per-position error</h2>
 <img src="figures/per_position.png" alt="per-position error and NLL">
 <p>Each curve is the error rate (left) or the NLL of the gold token (right) at one target position, with gold
-prefixes (dashed) and with the model's own prefixes (solid). Where the solid curve climbs above the dashed one as
+prefixes (dashed) and with the model's own prefixes (solid), over the positions that at least
+{figures.MIN_SEQUENCES} test sequences reach. Where the solid curve climbs above the dashed one as
 positions grow, early mistakes are compounding. {sentences}</p>
 <h2>Training curves</h2>
 <img src="figures/training_curves.png" alt="training curves">
 <p>Training loss per step (left), and the validation NLL under both decodings at each evaluation (right): the
 distance between a strategy's solid and dashed lines is its gap as training goes on.</p>
 {_diagnostics_section(run_dir)}
+<h2>Scores over training</h2>
+<img src="figures/scores.png" alt="validation scores over training">
+<p>The validation score of free-running (greedy) decoding for every strategy, and the teacher-forced score of the
+cross-entropy model (dashed). A fine-tuned strategy (reinforce) continues from its starting model's step, so the
+distance between the dashed line and a solid line is the gap each strategy leaves. {dip_sentence}</p>
 <h2>Sample outputs (test)</h2>
 <table><tr><th>strategy</th><th>reference</th><th>teacher-forced argmax</th><th>free-running greedy</th></tr>
 {''.join(examples)}</table>
