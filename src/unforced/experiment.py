@@ -416,7 +416,7 @@ def aggregate_seeds(runs: list[dict]) -> dict:
             spread[f"metric_{side}"] = {"mean": merged["metric"][side],
                                         "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
                                         "values": values}
-        for curve, values in figures["per_position"].items():
+        for curve in figures["per_position"]:
             width = min(len(f["per_position"][curve]) for f in all_figures)
             stacked = np.array([f["per_position"][curve][:width] for f in all_figures], dtype=float)
             merged["per_position"][curve] = stacked.mean(0).tolist()
