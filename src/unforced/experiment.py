@@ -14,6 +14,7 @@ from the teacher-forced model of the same run.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -26,7 +27,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from unforced import __version__
+from unforced import __version__, distributed
 from unforced.config import validate_config
 from unforced.diagnostics import evaluate
 from unforced.diagnostics.suite import clean_json, diagnose
@@ -153,8 +154,9 @@ def signature() -> dict:
 
 def run_experiment(config: RunConfig, out: Path, progress: Callable[[str, dict], None] | None = None,
                    resume: bool = False, overwrite: bool = False) -> dict:
-    """Train and compare every strategy entry of `config` (see `_run_experiment`), holding the run lock."""
-    with run_lock(Path(out)):
+    """Train and compare every strategy entry of `config` (see `_run_experiment`), holding the run lock.
+    Under a distributed launch every process trains; the main one alone locks, writes and evaluates."""
+    with run_lock(Path(out)) if distributed.is_main() else contextlib.nullcontext():
         return _run_experiment(config, Path(out), progress, resume, overwrite)
 
 
@@ -185,10 +187,13 @@ def _run_experiment(config: RunConfig, out: Path, progress: Callable[[str, dict]
                 "model": dataclasses.asdict(model_config),
                 "train": dataclasses.asdict(train_config), "preset": config.preset, "seed": config.seed,
                 "test_limit": config.test_limit, "signature": signature()}
-    _claim(out, resolved, resume, overwrite)
-    atomic_write_text(yaml.safe_dump(resolved, sort_keys=False), out / "config.yaml")
-    atomic_write_text(json.dumps({"source": task.source_tokenizer.to_json(),
-                                  "target": task.target_tokenizer.to_json()}), out / "tokenizers.json")
+    main = distributed.is_main()
+    if main:
+        _claim(out, resolved, resume, overwrite)
+        atomic_write_text(yaml.safe_dump(resolved, sort_keys=False), out / "config.yaml")
+        atomic_write_text(json.dumps({"source": task.source_tokenizer.to_json(),
+                                      "target": task.target_tokenizer.to_json()}), out / "tokenizers.json")
+    distributed.barrier()  # the others read checkpoints only after the main process has claimed the directory
     metrics_path = out / "metrics.jsonl"
     test_limit = config.test_limit
 
@@ -220,6 +225,8 @@ def _run_experiment(config: RunConfig, out: Path, progress: Callable[[str, dict]
             seconds += _train_phase(context, model, phase.strategy, steps, checkpoint_dir, tag, steps_done)
             steps_done += steps
         finished[entry] = (copy.deepcopy(model.state_dict()), seconds, steps_done)
+        if not main:
+            continue
         if progress:
             progress(entry, {"phase": "evaluate"})
         figures = evaluate(model, task, "test", limit=test_limit, limits=limits)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from unforced import __version__
+from unforced import __version__, distributed
 from unforced.errors import UnforcedError
 from unforced.tasks.base import Batch, Task
 
@@ -177,6 +177,8 @@ class Trainer:
         self.bad_in_a_row = 0
         if not task.train:
             raise UnforcedError(f"task {task.name!r} has no training pairs")
+        distributed.setup()
+        self.main = distributed.is_main()
 
     def batch_at(self, step: int) -> Batch:
         """The batch of `step`: each epoch is a fresh seeded permutation, so this is a pure function of step."""
@@ -201,7 +203,8 @@ class Trainer:
                 "train_config": dataclasses.asdict(self.config)}
 
     def save(self) -> None:
-        atomic_save(self.state(), self.checkpoint_path, keep_previous=True)
+        if self.main:
+            atomic_save(self.state(), self.checkpoint_path, keep_previous=True)
 
     def resume(self) -> bool:
         """Continue from the checkpoint if there is one; returns whether it did."""
@@ -224,7 +227,7 @@ class Trainer:
 
     def _truncate_metrics(self, step: int) -> None:
         """Drop metrics lines this run wrote after its checkpoint: the resumed run writes them again."""
-        if not self.metrics_path.exists():
+        if not self.metrics_path.exists() or not self.main:
             return
         kept = []
         for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
@@ -237,6 +240,8 @@ class Trainer:
         atomic_write_text("".join(k + "\n" for k in kept), self.metrics_path)
 
     def log(self, record: dict) -> None:
+        if not self.main:
+            return
         self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.metrics_path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps({"strategy": self.tag, **record,
@@ -254,11 +259,19 @@ class Trainer:
             batch = self.batch_at(self.step)
             for group in self.optimizer.param_groups:
                 group["lr"] = self.learning_rate(self.step)
+            weight = 1.0
+            if distributed.world_size() > 1:  # this process's slice, weighted by its share of the gold tokens
+                rows = distributed.shard(len(batch))
+                tokens = float(batch.gold_mask.sum())
+                batch = batch.slice(rows)
+                weight = float(batch.gold_mask.sum()) * distributed.world_size() / max(tokens, 1.0)
             output = self.strategy.loss(self.model, batch, self.step)
             self.optimizer.zero_grad(set_to_none=True)
-            finite = bool(torch.isfinite(output.loss.detach()))
+            # Every process must agree to skip, or the gradient all-reduce below would wait forever.
+            finite = distributed.all_sum(float(not torch.isfinite(output.loss.detach()))) == 0
             if finite:
-                output.loss.backward()
+                (output.loss * weight).backward()
+                distributed.average_gradients(self.model.parameters())
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.clip or float("inf"))
                 finite = bool(torch.isfinite(grad_norm))
             if finite:
@@ -285,10 +298,10 @@ class Trainer:
                 record = {"step": self.step, "loss": float(output.loss.detach()), "grad_norm": float(grad_norm),
                           "lr": self.learning_rate(self.step - 1), "steps_per_second": speed, **output.logs}
                 self.log(record)
-                if self.progress:
+                if self.progress and self.main:
                     self.progress({**record, "steps": config.steps,
                                    "eta_seconds": (config.steps - self.step) / max(speed, 1e-9)})
-            if self.evaluate and config.eval_every and (self.step % config.eval_every == 0
+            if self.main and self.evaluate and config.eval_every and (self.step % config.eval_every == 0
                                                         or self.step == config.steps):
                 figures = self.evaluate(self.model)
                 self.log({"step": self.step, "eval": figures})

@@ -13,9 +13,9 @@ config with those ids (`pad_token_id=0`, `bos_token_id` / `decoder_start_token_i
 them as they are, with the library's own tokenizers. A model whose ids differ gets a permutation of its vocabulary
 (`library_to_model`) that swaps its special ids into 0..3: every id going in is mapped to the model's, every logit
 column coming out is mapped back, and `HFTokenizerAdapter` maps its tokenizer's ids the same way, so rollouts,
-rewards and metrics never know. The four ids must be distinct; `load_hf_model` adds the missing ones (a new
-`<pad>`, or a `<bos>` where bos equals eos as in GPT-2) to the tokenizer and resizes the embeddings: those rows
-start untrained.
+rewards and metrics never know. Pad, start and end must be distinct; `load_hf_model` adds the missing ones to
+the tokenizer (a pad for GPT-2, which has none; a start token where it equals the end, as in GPT-2; a pad where
+decoding starts from pad, as in T5) and resizes the embeddings: those rows start untrained.
 
 A decoder-only model reads source and target through one embedding table, so its task needs one shared vocabulary
 (`check_task` says so otherwise).
@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from unforced.errors import UnforcedError
 from unforced.models.base import Forced
-from unforced.tasks.tokenizers import BOS, EOS, PAD, UNK, _strip
+from unforced.tasks.tokenizers import BOS, EOS, PAD, UNK
 
 
 @dataclass
@@ -242,7 +242,8 @@ class HFTokenizerAdapter:
     """A `transformers` tokenizer behind the library's Tokenizer protocol, in library ids (specials at 0..3).
 
     encode: the tokenizer's ids without added specials, mapped through the inverse of `library_to_model`.
-    decode: library ids up to the first <eos>, specials dropped, mapped to the model's ids and decoded.
+    decode: library ids up to the first <eos>, pad and bos dropped, mapped to the model's ids and decoded with
+    `skip_special_tokens=True` (library id 3 is the model's unk where it has one, else an ordinary token).
     """
 
     kind = "hf"
@@ -262,7 +263,13 @@ class HFTokenizerAdapter:
         return ids if self._to_library is None else [self._to_library[i] for i in ids]
 
     def decode(self, ids: Iterable[int]) -> str:
-        kept = [i for i in _strip(ids) if i < self.vocab_size]
+        kept = []
+        for i in ids:  # not tokenizers._strip: library id 3 may be an ordinary token of this model
+            i = int(i)
+            if i == EOS:
+                break
+            if i not in (PAD, BOS) and 0 <= i < self.vocab_size:
+                kept.append(i)
         if self._to_model is not None:
             kept = [self._to_model[i] for i in kept]
         return self._tok.decode(kept, skip_special_tokens=True)
@@ -317,10 +324,14 @@ def load_hf_model(path_or_name: str | Path, local_files_only: bool | None = None
         model = auto.from_pretrained(source, local_files_only=local_files_only)
     except (OSError, ValueError) as error:
         raise UnforcedError(f"{source}: cannot load a Hugging Face model ({error})".split("\n")[0]) from None
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_files_only)
-    except (OSError, ValueError, TypeError):
-        tokenizer = None
+    tokenizer = None
+    # transformers 5 builds an empty tokenizer for a directory that holds none: look for the files first.
+    saved = not path.is_dir() or any((path / name).exists() for name in ("tokenizer.json", "tokenizer_config.json"))
+    if saved:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_files_only)
+        except (OSError, ValueError, TypeError):
+            tokenizer = None
     permutation = None
     if tokenizer is not None:
         _add_missing_specials(model, tokenizer)

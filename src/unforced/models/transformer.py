@@ -26,7 +26,10 @@ class Attention(nn.Module):
         super().__init__()
         self.heads = heads
         self.query = nn.Linear(width, width)
-        self.key_value = nn.Linear(width, 2 * width)
+        # No key bias: it adds q.b to every score of a query alike, which softmax cancels, so its gradient is zero
+        # in exact arithmetic and only rounding noise (which AdamW would scale up into real updates).
+        self.key = nn.Linear(width, width, bias=False)
+        self.value = nn.Linear(width, width)
         self.out = nn.Linear(width, width)
         self.dropout = dropout
 
@@ -35,8 +38,7 @@ class Attention(nn.Module):
         return x.view(b, t, self.heads, w // self.heads).transpose(1, 2)
 
     def keys_values(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        k, v = self.key_value(x).chunk(2, -1)
-        return self.split(k), self.split(v)
+        return self.split(self.key(x)), self.split(self.value(x))
 
     def forward(self, x: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
         q = self.split(self.query(x))

@@ -33,6 +33,11 @@ class Batch:
     def __len__(self) -> int:
         return self.source.shape[0]
 
+    def slice(self, rows: slice) -> Batch:
+        """The rows `rows` of this batch (padding columns kept)."""
+        return Batch(self.source[rows], self.source_mask[rows], self.inputs[rows], self.gold[rows],
+                     self.gold_mask[rows], self.sources[rows], self.references[rows])
+
 
 @dataclass
 class Task:
