@@ -290,3 +290,46 @@ def test_load_with_a_tokenizer_remaps_gpt2_style_specials(tmp_path):
     source = torch.tensor([ids])
     result = rollout(model, model.encode(source, source != 0), Greedy(), max_len=4, batch_size=1)
     assert result.logits.shape[-1] == model.config.target_vocab == 7
+
+
+@pytest.mark.parametrize("kind", ["t5", "gpt2"])
+def test_run_and_gap_on_a_saved_model_from_the_command_line(kind, tmp_path, capsys):
+    import json
+
+    import yaml
+
+    from unforced.cli import main
+
+    copy_task = get_task("copy", size=120, length=4)
+    directory = tmp_path / kind
+    tiny(kind, copy_task.target_tokenizer.vocab_size).save_pretrained(directory)
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "preset": "quick", "task_options": {"size": 120, "length": 4}, "test_limit": 12, "diagnostics_limit": 8,
+        "train": {"steps": 6, "batch_size": 8, "eval_every": 0, "checkpoint_every": 3},
+        "strategy_options": {"scheduled_sampling": {"mode": "parallel", "schedule": "constant",
+                                                    "schedule_params": {"ratio": 0.5}},
+                             "reinforce": {"samples": 2}}}))
+    out = tmp_path / "run"
+
+    def call(*args):
+        import sys
+
+        old, sys.argv = sys.argv, ["unforced", *args]
+        try:
+            main()
+        except SystemExit as exit_:
+            assert exit_.code in (0, None), capsys.readouterr().err
+        finally:
+            sys.argv = old
+        return capsys.readouterr().out
+
+    results = json.loads(call("run", "--task", "copy", "--model", f"hf:{directory}", "--strategies",
+                              "teacher_forcing,scheduled_sampling,reinforce:4", "--config", str(config),
+                              "--out", str(out), "--json"))
+    assert list(results["strategies"]) == ["teacher_forcing", "scheduled_sampling", "reinforce:4"]
+    assert results["model"]["kind"] == "hf"
+    gap = json.loads(call("gap", str(out), "--limit", "8", "--json"))
+    for entry in gap["strategies"].values():
+        assert math.isfinite(entry["tf_nll"]) and math.isfinite(entry["fr_nll"])
+        assert entry["diagnostics"]["sweep"]["nll"][-1] == pytest.approx(entry["tf_nll"], rel=1e-4)

@@ -108,7 +108,8 @@ bad_mapping = st.one_of(not_a_number, st.lists(st.integers(), max_size=2), st.in
 # section -> field -> bad values. Values left out here are known bugs, held by the xfail cases below.
 TRAIN = {**{name: bad_int(1) for name in ("steps", "batch_size", "eval_limit", "log_every", "max_bad_steps")},
          **{name: bad_int(0) for name in ("warmup", "eval_every", "checkpoint_every")},
-         "clip": bad_float(0.0, nan=False), "weight_decay": bad_float(0.0, nan=False),
+         "clip": bad_float(0.0, nan=False, inf=False),  # clip = inf disables clipping, as 0 does
+         "weight_decay": bad_float(0.0, nan=False, inf=False),
          "learning_rate": bad_float(0.0, low_open=False), "seed": bad_int(None)}
 MODEL = {**{name: bad_int(1) for name in ("embedding", "hidden", "layers", "heads", "max_source_len",
                                           "max_target_len", "source_vocab", "target_vocab")},
@@ -194,6 +195,7 @@ KNOWN_BUGS = [
      "RunConfig: refuse strategy_options for an unknown strategy (a typo is silently ignored)"),
     ({"train": {"clip": math.nan}}, "train.clip", "TrainConfig: `not value >= 0` instead of `value < 0`"),
     ({"train": {"weight_decay": math.nan}}, "train.weight_decay", "same"),
+    ({"train": {"weight_decay": math.inf}}, "train.weight_decay", "TrainConfig: weight_decay finite"),
     ({"seed": 10**30}, "seed", "RunConfig/TrainConfig: seed in [0, 2**32)"),
     ({"train": {"seed": 10**30}}, "train.seed", "same"),
     ({"test_limit": -5}, "config.test_limit", "RunConfig: test_limit None or >= 1"),

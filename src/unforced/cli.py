@@ -75,6 +75,21 @@ def _load_config_file(path: Path | None) -> dict:
     return data
 
 
+def _apply_model(data: dict, model: str | None) -> None:
+    """--model KIND or --model hf:PATH into the config's model section."""
+    if model is None:
+        return
+    section = data.setdefault("model", {})
+    if not isinstance(section, dict):
+        raise UnforcedError("config: the model section must be a mapping")
+    if model.startswith("hf:"):
+        if not model[3:]:
+            raise UnforcedError("--model hf:PATH needs a path (a directory saved with save_pretrained)")
+        section.update({"kind": "hf", "path": model[3:]})
+    else:
+        section["kind"] = model
+
+
 def _default_out(data: dict) -> Path:
     import re
     import time
@@ -114,6 +129,8 @@ def run(task: str = typer.Option(None, help="registered task name or a .tsv/.jso
         preset: str = typer.Option(None, help="quick, default or large"),
         config: Path = typer.Option(None, help="YAML file with task, model, train, strategy_options sections"),
         out: Path = typer.Option(None, help="run directory (default: runs/<task>-<date>-<time>)"),
+        model: str = typer.Option(None, help="gru, lstm, transformer, decoder_only, or hf:PATH (a saved "
+                                              "Hugging Face model)"),
         seed: int = typer.Option(None, help="random seed"),
         seeds: int = typer.Option(1, help="repeat every strategy over this many seeds; report mean and spread"),
         resume: bool = typer.Option(False, "--resume", help="continue from the checkpoints in --out"),
@@ -133,6 +150,7 @@ def run(task: str = typer.Option(None, help="registered task name or a .tsv/.jso
         data["preset"] = "quick" if quick else preset
     if seed is not None:
         data["seed"] = seed
+    _apply_model(data, model)
     _run(data, out, as_json, resume, overwrite, seeds)
 
 
@@ -142,6 +160,7 @@ def train(task: str = typer.Option(..., help="registered task name or a .tsv/.js
           config: Path = typer.Option(None, help="YAML config file"),
           out: Path = typer.Option(None, help="run directory (default: runs/<task>-<date>-<time>)"),
           preset: str = typer.Option(None, help="quick, default or large"),
+          model: str = typer.Option(None, help="gru, lstm, transformer, decoder_only, or hf:PATH"),
           resume: bool = typer.Option(False, "--resume", help="continue from <out>/checkpoints/last.pt"),
           overwrite: bool = typer.Option(False, "--overwrite", help="replace a run already in --out"),
           as_json: bool = typer.Option(False, "--json", help="print the JSON result alone on stdout")):
@@ -150,6 +169,7 @@ def train(task: str = typer.Option(..., help="registered task name or a .tsv/.js
     data.update({"task": task, "strategies": [strategy]})
     if preset:
         data["preset"] = preset
+    _apply_model(data, model)
     _run(data, out, as_json, resume, overwrite)
 
 

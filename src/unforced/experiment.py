@@ -173,6 +173,8 @@ def _run_experiment(config: RunConfig, out: Path, progress: Callable[[str, dict]
     task_options, model_options, train_options = resolve(config)
     train_config = validate_config(TrainConfig, train_options, prefix="train")
     task = get_task(config.task, **{"seed": config.seed, **task_options})
+    if model_options.get("kind") == "hf":  # the user's model brings its own tokenizer and vocabulary
+        model_options = _adopt_hf_model(task, model_options)
     longest_source, longest_target = task.longest()
     model_options = {"max_source_len": longest_source, "max_target_len": longest_target, **model_options}
     model_options.setdefault("source_vocab", task.source_tokenizer.vocab_size)
@@ -243,6 +245,20 @@ def _run_experiment(config: RunConfig, out: Path, progress: Callable[[str, dict]
                                         seed=config.seed, per_position=figures["per_position"])})
             atomic_write_text(json.dumps(diagnostics, indent=1), out / "diagnostics.json")
     return results
+
+
+def _adopt_hf_model(task, model_options: dict) -> dict:
+    """Give `task` the Hugging Face model's tokenizer (where it has one) and return the model options with its
+    vocabulary: the model is loaded once here, and again (fresh) for every strategy."""
+    from unforced.models.hf import load_hf_model
+
+    validate_config(ModelConfig, {"kind": "hf", **model_options}, prefix="model")
+    probe = load_hf_model(model_options.get("path"))  # lengths are checked once the task's are known
+    if probe.tokenizer is not None:
+        task.source_tokenizer = task.target_tokenizer = probe.tokenizer
+    probe.check_task(task)
+    vocab = probe.config.target_vocab
+    return {"source_vocab": vocab, "target_vocab": vocab, **model_options}
 
 
 def _claim(out: Path, resolved: dict, resume: bool, overwrite: bool) -> None:

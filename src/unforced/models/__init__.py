@@ -5,6 +5,11 @@ from unforced.models.base import Forced, ModelConfig, SequenceModel, repeat_rows
 
 def build_model(config: ModelConfig):
     """The model that `config.kind` names, with freshly initialised weights."""
+    if config.kind == "hf":
+        from unforced.models.hf import load_hf_model
+
+        return load_hf_model(config.path, max_source_len=config.max_source_len,
+                             max_target_len=config.max_target_len)
     if config.kind in ("gru", "lstm"):
         from unforced.models.rnn import RNNSeq2Seq
 

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from unforced.errors import UnforcedError
 
-MODEL_KINDS = ("gru", "lstm", "transformer", "decoder_only")
+MODEL_KINDS = ("gru", "lstm", "transformer", "decoder_only", "hf")
 
 
 @dataclass
@@ -39,6 +39,8 @@ class ModelConfig:
         feedforward: Transformer feed-forward width (default 4 * hidden).
         dropout: dropout probability during training.
         max_source_len, max_target_len: the longest sequences the model accepts (positions for Transformers).
+        path: for kind "hf", a local directory saved with `save_pretrained` (or a hub name already cached); the
+            architecture fields above are then the saved model's own and are ignored.
     """
 
     kind: str = "gru"
@@ -52,10 +54,15 @@ class ModelConfig:
     dropout: float = 0.1
     max_source_len: int = 64
     max_target_len: int = 64
+    path: str | None = None
 
     def __post_init__(self):
         if self.kind not in MODEL_KINDS:
             raise UnforcedError(f"model.kind must be one of {', '.join(MODEL_KINDS)}, got {self.kind!r}")
+        if self.kind == "hf":
+            if not self.path:
+                raise UnforcedError("model.path is required for kind 'hf' (--model hf:PATH)")
+            return
         if self.feedforward is not None and self.feedforward < 1:
             raise UnforcedError(f"model.feedforward must be at least 1, got {self.feedforward}")
         for name in ("source_vocab", "target_vocab", "embedding", "hidden", "layers", "heads", "max_source_len",

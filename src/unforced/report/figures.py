@@ -8,6 +8,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 
+def _legend(axes, fontsize: int) -> None:
+    if axes.get_legend_handles_labels()[0]:  # an empty run draws no line, and then wants no legend
+        axes.legend(fontsize=fontsize)
+
+
 def _save(figure: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(figure)
@@ -45,8 +50,8 @@ def per_position(results: dict, path: Path) -> Path:
                       label=f"{name}: teacher-forced")
     error_axes.set(xlabel="target position", ylabel="token error rate", title="Per-position error")
     nll_axes.set(xlabel="target position", ylabel="NLL of the gold token (nats)", title="Per-position NLL")
-    error_axes.legend(fontsize=7)
-    nll_axes.legend(fontsize=7)
+    _legend(error_axes, 7)
+    _legend(nll_axes, 7)
     return _save(figure, path)
 
 
@@ -69,8 +74,8 @@ def training_curves(metrics: list[dict], path: Path) -> Path:
                             linestyle="--", label=f"{tag}: teacher-forced")
     loss_axes.set(xlabel="step", ylabel="training loss", title="Training loss")
     valid_axes.set(xlabel="step", ylabel="validation NLL (nats/token)", title="Validation NLL")
-    loss_axes.legend(fontsize=7)
-    valid_axes.legend(fontsize=7)
+    _legend(loss_axes, 7)
+    _legend(valid_axes, 7)
     return _save(figure, path)
 
 
@@ -83,7 +88,7 @@ def sweep(diagnostics: dict, path: Path) -> Path:
         axes.plot(data["ratios"], data["nll"], marker="o", color=f"C{index}", label=name)
     axes.set(xlabel="teacher-forcing ratio (P(gold) per fed token)", ylabel="NLL of gold tokens (nats)",
              title="Ratio sweep")
-    axes.legend(fontsize=7)
+    _legend(axes, 7)
     return _save(figure, path)
 
 
@@ -102,7 +107,7 @@ def divergence(diagnostics: dict, path: Path) -> Path:
         if fit.get("plateau_predicted") is not None:
             axes.axhline(fit["plateau_predicted"], color=f"C{index}", linestyle=":", linewidth=1)
     axes.set(xlabel="target position", ylabel="hidden-state distance", title="Free-running vs teacher-forced state")
-    axes.legend(fontsize=7)
+    _legend(axes, 7)
     return _save(figure, path)
 
 
@@ -121,7 +126,7 @@ def recovery(diagnostics: dict, path: Path) -> Path:
             offsets = [probe["position"] + probe["k"] + o for o in probe["curve"]["offset"]]
             axes.plot(offsets, probe["curve"]["clean"], color=f"C{index}", alpha=0.4, linewidth=4)
     axes.set(xlabel="target position", ylabel="token accuracy", title="Recovery after an injected error")
-    axes.legend(fontsize=6)
+    _legend(axes, 6)
     return _save(figure, path)
 
 
@@ -138,7 +143,7 @@ def compounding(diagnostics: dict, path: Path) -> Path:
             axes.plot(range(1, len(fit["predicted_curve"]) + 1), fit["predicted_curve"], color=f"C{index}",
                       label=f"{name}: fit (c={fit['c']:.2f}, d={fit['d']:.2f}, e={fit['e']:.3f})")
     axes.set(xlabel="target position", ylabel="free-running NLL (nats)", title="Compounding-error fit")
-    axes.legend(fontsize=7)
+    _legend(axes, 7)
     return _save(figure, path)
 
 
@@ -150,7 +155,7 @@ def prefix_divergence(diagnostics: dict, path: Path) -> Path:
         data = entry["diagnostics"]["prefix_divergence"]
         axes.plot(data["lengths"], data["kl"], color=f"C{index}", marker="o", label=name)
     axes.set(xlabel="prefix length", ylabel="KL estimate (nats)", title="Prefix-distribution divergence")
-    axes.legend(fontsize=7)
+    _legend(axes, 7)
     return _save(figure, path)
 
 
@@ -180,5 +185,5 @@ def scores(metrics: list[dict], path: Path, dips: list[dict] | None = None) -> P
                       markersize=8, linestyle="none")
     axes.set(xlabel="training step (fine-tuning continues its starting model's steps)",
              ylabel=f"validation {name}", title="Scores over training")
-    axes.legend(fontsize=7)
+    _legend(axes, 7)
     return _save(figure, path)

@@ -123,6 +123,13 @@ def train_tokenizer(texts: Iterable[str], kind: str, vocab_size: int | None = No
 def tokenizer_from_json(text: str) -> Tokenizer:
     try:
         data = json.loads(text)
+        if data["kind"] == "hf":
+            from unforced.models.hf import load_hf_model
+
+            tokenizer = load_hf_model(data["name_or_path"]).tokenizer
+            if tokenizer is None:
+                raise UnforcedError(f"{data['name_or_path']}: no tokenizer saved beside the model")
+            return tokenizer
         if data["kind"] == "bpe":
             from tokenizers import Tokenizer as HFTokenizer
 
