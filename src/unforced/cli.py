@@ -114,6 +114,10 @@ def _run(config_data: dict, out: Path | None, as_json: bool, resume: bool, overw
             results = run_experiment(config, out, progress=bars, resume=resume, overwrite=overwrite)
         else:
             results = run_seeds(config, out, seeds, progress=bars, resume=resume, overwrite=overwrite)
+    from unforced import distributed
+
+    if not distributed.is_main():  # under a distributed launch the main process reports, the others only train
+        return
     report = build_report(out)
     if as_json:
         sys.stdout.write(json.dumps(results) + "\n")
