@@ -249,6 +249,27 @@ def schedules(plot: Path = typer.Option(..., "--plot", help="PNG file to draw"),
 
 
 @app.command()
+def study(name: str = typer.Argument(..., help="tbptt-myopia or tokenization"),
+          quick: bool = typer.Option(False, "--quick", help="the small variant (about a minute)"),
+          out: Path = typer.Option(None, help="output folder (default: runs/study-<name>)"),
+          seed: int = typer.Option(0, help="random seed"),
+          as_json: bool = typer.Option(False, "--json", help="print the JSON result alone on stdout")):
+    """Run one experiment of the diagnostics: results.json, figures and report.html in --out."""
+    from unforced.studies import STUDIES
+
+    if name not in STUDIES:
+        raise UnforcedError(f"unknown study {name!r}; known: {', '.join(STUDIES)}")
+    out = out or Path("runs") / f"study-{name}"
+    result = STUDIES[name](out, quick=quick, seed=seed)
+    if as_json:
+        sys.stdout.write(json.dumps(result) + "\n")
+        return
+    for sentence in result.get("sentences", []):
+        stderr.print(sentence)
+    stderr.print(f"report: {out / 'report.html'}")
+
+
+@app.command()
 def report(run_dir: Path):
     """(Re)build report.html and the figures of a run directory."""
     from unforced.report import build_report

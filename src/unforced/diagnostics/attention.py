@@ -117,7 +117,7 @@ def draw_attention(maps: dict, path) -> Path:
         image = axes.imshow(maps[key], aspect="auto", vmin=0.0, vmax=1.0, cmap="viridis", interpolation="nearest")
         axes.set_xticks(range(len(source)), source, rotation=90, fontsize=7)
         axes.set_yticks(range(rows), maps[f"{key}_tokens"][:rows], fontsize=7)
-        axes.set(xlabel="source token", ylabel="target step (predicted token)", title=title)
+        axes.set(xlabel="source token", ylabel="target step (predicted token)" if column == 0 else "", title=title)
         if parting is not None:
             axes.axhline(parting - 0.5, color="red", linewidth=1.5)
     if image is not None:

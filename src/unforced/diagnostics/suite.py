@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 
+from unforced.diagnostics.attention import attention_maps
 from unforced.diagnostics.divergence import hidden_divergence
 from unforced.diagnostics.probes import prefix_divergence
 from unforced.diagnostics.recovery import recovery_probe
@@ -65,4 +66,7 @@ def diagnose(model, task: Task, split: str = "test", limit: int | None = 200, li
     }
     if per_position is not None:
         output["compounding"] = compounding(per_position)
+    maps = attention_maps(model, task, split, 0, limits)
+    if maps is not None:  # attention models only: the same source decoded both ways
+        output["attention"] = maps
     return clean_json(output)

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from pathlib import Path
 
 import yaml
 
+from unforced.diagnostics.attention import draw_attention
 from unforced.errors import UnforcedError
 from unforced.report import figures
 from unforced.train import atomic_write_text
@@ -72,7 +74,7 @@ def _diagnostics_section(run_dir: Path) -> str:
     strategies = data.get("strategies", {})
     if not strategies:
         return ""
-    sweep_s, divergence_s, recovery_s, compounding_s, prefix_s = [], [], [], [], []
+    sweep_s, divergence_s, recovery_s, compounding_s, prefix_s, attention_s = [], [], [], [], [], []
     for name, entry in strategies.items():
         d = entry["diagnostics"]
         label = f"<b>{html.escape(name)}</b>"
@@ -120,13 +122,26 @@ def _diagnostics_section(run_dir: Path) -> str:
          "A Monte Carlo estimate of KL(model prefixes || smoothed n-gram of the data) per prefix length; read it "
          "as a comparison between strategies, since the n-gram stands in for the data.", prefix_s),
     ]
+    for name, entry in strategies.items():
+        maps = entry["diagnostics"].get("attention")
+        if maps:
+            file = f"attention-{re.sub(r'[^A-Za-z0-9_.-]+', '-', name)}.png"
+            draw_attention(maps, figure_dir / file)
+            parting = maps["parting_position"]
+            attention_s.append(
+                f"<h3>Attention: {html.escape(name)}</h3><img src=\"figures/{file}\" alt=\"attention maps\">"
+                f"<p>Test pair {maps['index']}: where the decoder looks in the source when fed the gold prefix (left) "
+                f"and its own (right). " + (
+                    f"The two decodings part at step {parting}; after it the attention rows differ by up to "
+                    f"{max(maps['total_variation'][parting:]):.2f} in total variation."
+                    if parting is not None else "The model's own path never leaves the gold one here.") + "</p>")
     parts = [f"<h2>Diagnostics ({html.escape(data.get('split', 'test'))} split, at most "
              f"{data.get('limit') or 'all'} pairs)</h2>"]
     for key, title, draw, explanation, sentences in sections:
         draw(data, figure_dir / f"{key}.png")
         parts.append(f"<h3>{title}</h3><img src=\"figures/{key}.png\" alt=\"{title}\"><p>{explanation} "
                      f"{' '.join(sentences)}</p>")
-    return "\n".join(parts)
+    return "\n".join(parts + attention_s)
 
 
 def _seeds_section(results: dict) -> str:

@@ -150,8 +150,9 @@ class ScheduledSampling:
     def loss(self, model, batch, step: int) -> StepOutput:
         ratio = float(self.schedule(step))
         memory = model.encode(batch.source, batch.source_mask)
-        if ratio >= 1.0:
-            # Every feed is gold: teacher forcing exactly, one forced pass whatever the mode.
+        if ratio >= 1.0 and not self.config.tbptt:
+            # Every feed is gold: teacher forcing exactly, one forced pass whatever the mode (truncated BPTT
+            # still needs its step-by-step loop, where the gradient is cut).
             logits = model.forced(memory, batch.inputs).logits
             coins = torch.ones_like(batch.gold_mask)
         elif self.config.mode == "parallel":
