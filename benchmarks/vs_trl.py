@@ -16,6 +16,7 @@ TRL is an optional dependency (the `bench` extra: pip install trl datasets). Wit
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import sys
@@ -28,7 +29,7 @@ import torch
 from unforced.models.hf import HuggingFaceModel
 from unforced.strategies import make_strategy
 from unforced.tasks.base import Batch
-from unforced.tasks.tokenizers import BOS, EOS, PAD, UNK
+from unforced.tasks.tokenizers import BOS, EOS, PAD
 
 SPECIALS = ["<pad>", "<bos>", "<eos>", "<unk>"]  # ids 0..3, the library's PAD, BOS, EOS, UNK
 SYMBOLS = [f"s{i}" for i in range(28)]
@@ -158,10 +159,14 @@ def measure_trl(settings: dict) -> dict:
     completions_per_step = settings["prompts_per_step"] * settings["samples_per_prompt"]
     total_steps = settings["warmup_steps"] + settings["steps"]
     ends: list[float] = []
+    logged: dict = {}
 
     class StepClock(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
             ends.append(time.perf_counter())
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            logged.update(logs or {})
 
     with tempfile.TemporaryDirectory() as output_dir:
         config = config_class(
@@ -178,16 +183,17 @@ def measure_trl(settings: dict) -> dict:
         trainer = trainer_class(model=build_gpt2(settings), reward_funcs=trl_reward, args=config,
                                 train_dataset=Dataset.from_dict({"prompt": prompts}), processing_class=tokenizer,
                                 callbacks=[StepClock()])
-        trainer.train()
-        metrics = trainer._metrics.get("train", {}) if hasattr(trainer, "_metrics") else {}
+        with contextlib.redirect_stdout(sys.stderr):  # the Trainer prints its closing metrics; stdout is ours
+            trainer.train()
     if len(ends) != total_steps:
         raise RuntimeError(f"TRL ran {len(ends)} steps, expected {total_steps}")
     steps = settings["steps"]
     seconds = ends[-1] - ends[settings["warmup_steps"] - 1]
     samples = steps * completions_per_step
-    lengths = metrics.get("completions/mean_length") or [float("nan")]
+    length = logged.get("completions/mean_length")  # the mean over the whole run, from the closing log
     return {"trainer": trainer_name, "version": trl.__version__, "samples_per_second": samples / seconds,
-            "seconds": seconds, "samples": samples, "mean_completion_length": float(np.mean(lengths))}
+            "seconds": seconds, "samples": samples,
+            "mean_completion_length": float(length) if length is not None else None}
 
 
 HOW_MADE_EQUAL = (
@@ -216,10 +222,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=None, help="measured steps (after the warm-up)")
     parser.add_argument("--baseline", choices=("leave_one_out", "mean"), default="leave_one_out",
                         help="unforced's baseline: leave_one_out is RLOO, TRL's RLOOTrainer's baseline")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads for both sides (default: torch's)")
     args = parser.parse_args(argv)
     settings = dict(QUICK if args.quick else FULL)
     if args.steps:
         settings["steps"] = args.steps
+    if args.threads:
+        torch.set_num_threads(args.threads)
     try:
         import datasets  # noqa: F401
         import trl
@@ -228,9 +237,9 @@ def main(argv: list[str] | None = None) -> dict:
                                                    f"pip install 'unforced[bench]' (trl, datasets)"}
         print(json.dumps(result))
         sys.exit(1)
-    # Interleave the halves twice and keep each side's better run: the machine is shared and noisy.
+    # Interleave the halves three times and keep each side's best run: the machine is shared and noisy.
     unforced_runs, trl_runs = [], []
-    for _ in range(1 if args.quick else 2):
+    for _ in range(1 if args.quick else 3):
         unforced_runs.append(measure_unforced(settings, args.baseline))
         trl_runs.append(measure_trl(settings))
     ours = max(unforced_runs, key=lambda r: r["samples_per_second"])

@@ -32,3 +32,11 @@ def test_scheduled_sampling_quick():
     results = run_quick("scheduled_sampling")
     assert set(results["ms_per_step"]) == {"gru", "lstm"}
     assert all(v["median"] > 0 for entry in results["ms_per_step"].values() for v in entry.values())
+
+
+def test_faults_quick():
+    results = run_quick("faults")
+    assert results["runs_killed"] >= 1 and results["resumed_identical"] == results["trials"]
+    assert results["nothing_lost"]
+    assert results["corrupt_checkpoints_refused"] == results["corrupt_checkpoints_total"]
+    assert results["bad_files_refused"] == results["bad_files_total"]

@@ -93,6 +93,23 @@ class RunConfig:
     test_limit: int | None = None
     diagnostics_limit: int = 100  # test pairs for the diagnostics written beside the results; 0 skips them
 
+    def __post_init__(self):
+        if not 0 <= self.seed < 2**32:
+            raise UnforcedError(f"config.seed must be in [0, 2**32), got {self.seed}")
+        if self.test_limit is not None and self.test_limit < 1:
+            raise UnforcedError(f"config.test_limit must be at least 1 (or left out), got {self.test_limit}")
+        if self.diagnostics_limit < 0:
+            raise UnforcedError(f"config.diagnostics_limit must not be negative, got {self.diagnostics_limit}")
+        if not self.strategies:
+            raise UnforcedError("config.strategies names no strategy")
+        for name, options in self.strategy_options.items():
+            if name not in STRATEGIES:
+                raise UnforcedError(f"config.strategy_options.{name}: no such strategy; known: "
+                                    f"{', '.join(STRATEGIES)}")
+            if options is not None and not isinstance(options, dict):
+                raise UnforcedError(f"config.strategy_options.{name} must be a mapping of options, got "
+                                    f"{type(options).__name__}")
+
 
 @dataclass(frozen=True)
 class Phase:
@@ -261,6 +278,18 @@ def _adopt_hf_model(task, model_options: dict) -> dict:
     return {"source_vocab": vocab, "target_vocab": vocab, **model_options}
 
 
+def _same_settings(before, now, key: str) -> bool:
+    """Settings equal, where a field that a newer version added counts as equal when it holds its default."""
+    if before == now:
+        return True
+    defaults = {"model": ModelConfig, "train": TrainConfig}.get(key)
+    if defaults is None or not isinstance(before, dict) or not isinstance(now, dict):
+        return False
+    fields = {f.name: f.default for f in dataclasses.fields(defaults)}
+    return all(before.get(name, fields.get(name)) == value for name, value in now.items()) and \
+        set(before) <= set(now)
+
+
 def _claim(out: Path, resolved: dict, resume: bool, overwrite: bool) -> None:
     """Refuse to write over an earlier run unless told to resume it (with the same settings) or replace it."""
     if out.exists() and not out.is_dir():
@@ -268,7 +297,8 @@ def _claim(out: Path, resolved: dict, resume: bool, overwrite: bool) -> None:
     holds_run = (out / "results.json").exists() or (out / "checkpoints").exists() or (out / "config.yaml").exists()
     if holds_run and resume and (out / "config.yaml").exists():
         before = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8")) or {}
-        changed = [key for key in resolved if key != "signature" and before.get(key) != resolved[key]]
+        changed = [key for key in resolved if key != "signature"
+                   and not _same_settings(before.get(key), resolved[key], key)]
         if changed:
             raise UnforcedError(f"{out}: cannot resume with other settings ({', '.join(changed)} differ from the "
                                 f"run's config.yaml)")

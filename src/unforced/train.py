@@ -60,8 +60,12 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise UnforcedError(f"train.{name} must be at least 1, got {getattr(self, name)}")
         for name in ("warmup", "eval_every", "checkpoint_every", "clip", "weight_decay"):
-            if getattr(self, name) < 0:
+            if not getattr(self, name) >= 0:  # NaN fails this too
                 raise UnforcedError(f"train.{name} must not be negative, got {getattr(self, name)}")
+        if not math.isfinite(self.weight_decay):
+            raise UnforcedError(f"train.weight_decay must be a finite number, got {self.weight_decay}")
+        if not 0 <= self.seed < 2**32:
+            raise UnforcedError(f"train.seed must be in [0, 2**32), got {self.seed}")
         if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
             raise UnforcedError(f"train.learning_rate must be a positive number, got {self.learning_rate}")
 
@@ -108,17 +112,17 @@ def read_checkpoint_file(path: Path) -> dict:
         data = path.read_bytes()
     except OSError as error:
         raise UnforcedError(f"{path}: cannot read checkpoint ({error.strerror or error})") from None
+    previous = path.with_name("previous.pt")
+    hint = f"; the previous checkpoint {previous} is kept" if previous.exists() and previous != path else ""
     end = data.find(b"\n", 0, 200)
     fields = data[:end].split(b" ") if end > 0 else []
     if len(fields) != 3 or fields[0] != MAGIC:
-        raise UnforcedError(f"{path}: not an unforced checkpoint")
+        raise UnforcedError(f"{path}: not an unforced checkpoint{hint}")
     if fields[1] != str(CHECKPOINT_FORMAT).encode():
         raise UnforcedError(f"{path}: checkpoint format {fields[1].decode(errors='replace')}, this version of "
                             f"unforced reads {CHECKPOINT_FORMAT}")
     payload = data[end + 1:]
     if hashlib.sha256(payload).hexdigest().encode() != fields[2]:
-        previous = path.with_name("previous.pt")
-        hint = f"; the previous checkpoint {previous} is kept" if previous.exists() and previous != path else ""
         raise UnforcedError(f"{path}: checksum mismatch, the file is truncated or altered{hint}")
     try:
         return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=False)
@@ -130,11 +134,15 @@ def atomic_write_text(text: str, path: Path) -> None:
     """Write text through a temporary file and a rename, so a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    try:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        if temporary.exists():
+            temporary.unlink()
 
 
 def load_checkpoint(path: Path, expect: dict | None = None) -> dict:
@@ -209,6 +217,7 @@ class Trainer:
     def resume(self) -> bool:
         """Continue from the checkpoint if there is one; returns whether it did."""
         if not self.checkpoint_path.exists():
+            self._truncate_metrics(0)  # a run killed before its first checkpoint starts over: drop its lines
             return False
         checkpoint = load_checkpoint(self.checkpoint_path, self.identity)
         try:

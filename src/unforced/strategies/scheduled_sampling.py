@@ -13,6 +13,7 @@ The loss is always the token NLL of gold. Only `forced` is used in parallel mode
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,7 +95,7 @@ class ScheduledSamplingConfig:
             if getattr(self, name) not in allowed:
                 raise UnforcedError(f"{PREFIX}.{name} must be one of {', '.join(allowed)}, got "
                                     f"{getattr(self, name)!r}")
-        if not self.temperature > 0:
+        if not (self.temperature > 0 and math.isfinite(self.temperature)):
             raise UnforcedError(f"{PREFIX}.temperature must be positive, got {self.temperature}")
         if isinstance(self.passes, bool) or not isinstance(self.passes, int) or self.passes < 2:
             raise UnforcedError(f"{PREFIX}.passes must be an integer >= 2, got {self.passes!r}")

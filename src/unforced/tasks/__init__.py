@@ -41,6 +41,15 @@ def get_task(name: str, **options) -> Task:
         if unknown:
             raise UnforcedError(f"task {name!r} has no option(s) {', '.join(unknown)}; "
                                 f"known: {', '.join(sorted(known))}")
+        for key, value in options.items():
+            default = known[key]
+            if isinstance(default, int) and not isinstance(default, bool) and (
+                    isinstance(value, bool) or not isinstance(value, int)):
+                raise UnforcedError(f"task option {key} must be an integer, got {value!r}")
+            if isinstance(default, str) and not isinstance(value, str):
+                raise UnforcedError(f"task option {key} must be a string, got {value!r}")
+            if key in ("size", "length", "symbols") and isinstance(value, int) and value > 10_000_000:
+                raise UnforcedError(f"task option {key} is too large ({value:,})")
         return TASKS[name](**options)
     if name.endswith((".tsv", ".jsonl")) or Path(name).exists():
         if not Path(name).exists():

@@ -11,6 +11,7 @@ from unforced.tasks.base import Pair, Task, deterministic_split
 from unforced.tasks.tokenizers import train_tokenizer
 
 SPLITS = ("train", "valid", "test")
+MAX_LINE_CHARS = 100_000  # a longer line is almost always two lines whose newline was lost
 
 
 def read_pairs(path: str | Path) -> tuple[list[Pair], list[str | None]]:
@@ -22,6 +23,10 @@ def read_pairs(path: str | Path) -> tuple[list[Pair], list[str | None]]:
         raw = path.read_bytes()
     except OSError as error:
         raise UnforcedError(f"{path}: cannot read: {error.strerror or error}") from None
+    nul = raw.find(b"\x00")
+    if nul >= 0:
+        line = raw[:nul].count(b"\n") + 1
+        raise UnforcedError(f"{path}:{line}: NUL byte (a UTF-16 file? save it as UTF-8)")
     try:
         text = raw.decode("utf-8-sig")  # a byte-order mark is not part of the first source
     except UnicodeDecodeError as error:
@@ -36,6 +41,9 @@ def read_pairs(path: str | Path) -> tuple[list[Pair], list[str | None]]:
         if not line.strip() and "\t" not in line:
             continue
         where = f"{path}:{number}"
+        if len(line) > MAX_LINE_CHARS:
+            raise UnforcedError(f"{where}: line of {len(line):,} characters, more than {MAX_LINE_CHARS:,}; is a "
+                                f"newline missing?")
         if path.suffix == ".tsv":
             fields = line.split("\t")
             if len(fields) not in (2, 3):
