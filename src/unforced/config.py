@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, TypeVar
 
 import pydantic
@@ -9,6 +10,11 @@ import pydantic
 from unforced.errors import UnforcedError
 
 T = TypeVar("T")
+
+
+@functools.cache
+def _adapter(config_class: type) -> pydantic.TypeAdapter:
+    return pydantic.TypeAdapter(config_class)  # building one costs ~6 ms; each config class needs one
 
 
 def validate_config(config_class: type[T], options: dict[str, Any], prefix: str = "") -> T:
@@ -22,7 +28,7 @@ def validate_config(config_class: type[T], options: dict[str, Any], prefix: str 
         raise UnforcedError(f"{prefix + ': ' if prefix else ''}unknown option(s) {', '.join(unknown)}; "
                             f"known: {', '.join(sorted(known))}")
     try:
-        return pydantic.TypeAdapter(config_class).validate_python(options)
+        return _adapter(config_class).validate_python(options)
     except pydantic.ValidationError as error:
         first = error.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
