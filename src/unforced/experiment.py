@@ -45,14 +45,19 @@ DEFAULT_STRATEGIES = ["teacher_forcing", "scheduled_sampling", "reinforce", "rec
 # one for better numbers. `fine_tune_steps` is the budget of a warm-started strategy named alone (reinforce);
 # `recommended` is the usual practice as a chain: teacher forcing, then a decaying forcing ratio, then a reward
 # fine-tune. The inverse-sigmoid k of scheduled sampling is set so the ratio falls to ~0.3 by the end of the
-# budget (k ln(2.33 k) ~ steps).
+# budget (k ln(2.33 k) ~ steps). The reward fine-tune samples at temperature 0.5 with a learning rate of 3e-4:
+# measured on the default task from the teacher-forced checkpoint (valid BLEU 6.7 teacher-forced, 5.5 free), at
+# temperature 1 and 2e-3 the samples rarely beat the greedy baseline (22% of them) and free-running BLEU fell; at
+# 0.5 and 3e-4 it rose to 5.9. `phase_train` overrides train settings for the phases of one strategy.
 PRESETS: dict[str, dict] = {
     "quick": {
         "task": {"bible-en-es": {"max_words": 16, "vocab_size": 1500},
                  "toy-translation": {"size": 3000}},
         "model": {"kind": "gru", "embedding": 96, "hidden": 192, "dropout": 0.1},
         "train": {"steps": 200, "batch_size": 64, "eval_every": 100, "checkpoint_every": 100, "eval_limit": 100},
-        "strategy_options": {"scheduled_sampling": {"schedule_params": {"k": 40.0}}},
+        "strategy_options": {"scheduled_sampling": {"schedule_params": {"k": 40.0}},
+                             "reinforce": {"temperature": 0.5}},
+        "phase_train": {"reinforce": {"learning_rate": 3e-4, "warmup": 0}},
         "fine_tune_steps": 20,
         "recommended": "teacher_forcing:100>scheduled_sampling:60>reinforce:12",
         "test_limit": 300,
@@ -61,7 +66,9 @@ PRESETS: dict[str, dict] = {
         "task": {"bible-en-es": {"max_words": 20, "vocab_size": 2000}},
         "model": {"kind": "gru", "embedding": 128, "hidden": 256, "dropout": 0.2},
         "train": {"steps": 1200, "batch_size": 64, "eval_every": 200, "checkpoint_every": 200},
-        "strategy_options": {"scheduled_sampling": {"schedule_params": {"k": 180.0}}},
+        "strategy_options": {"scheduled_sampling": {"schedule_params": {"k": 180.0}},
+                             "reinforce": {"temperature": 0.5}},
+        "phase_train": {"reinforce": {"learning_rate": 3e-4, "warmup": 0}},
         "fine_tune_steps": 80,
         "recommended": "teacher_forcing:600>scheduled_sampling:400>reinforce:50",
         "test_limit": 1000,
@@ -70,7 +77,9 @@ PRESETS: dict[str, dict] = {
         "task": {"bible-en-es": {"max_words": 30, "vocab_size": 4000}},
         "model": {"kind": "gru", "embedding": 256, "hidden": 512, "dropout": 0.2},
         "train": {"steps": 12000, "batch_size": 64, "eval_every": 1000, "checkpoint_every": 500},
-        "strategy_options": {"scheduled_sampling": {"schedule_params": {"k": 1100.0}}},
+        "strategy_options": {"scheduled_sampling": {"schedule_params": {"k": 1100.0}},
+                             "reinforce": {"temperature": 0.5}},
+        "phase_train": {"reinforce": {"learning_rate": 3e-4, "warmup": 0}},
         "fine_tune_steps": 1000,
         "recommended": "teacher_forcing:6000>scheduled_sampling:4000>reinforce:1000",
         "test_limit": 2000,
@@ -86,6 +95,7 @@ class RunConfig:
     task_options: dict = field(default_factory=dict)
     strategies: list[str] = field(default_factory=lambda: list(DEFAULT_STRATEGIES))
     strategy_options: dict = field(default_factory=dict)
+    phase_train: dict = field(default_factory=dict)  # strategy -> train overrides for its phases
     model: dict = field(default_factory=dict)
     train: dict = field(default_factory=dict)
     preset: str = "default"
@@ -102,6 +112,12 @@ class RunConfig:
             raise UnforcedError(f"config.diagnostics_limit must not be negative, got {self.diagnostics_limit}")
         if not self.strategies:
             raise UnforcedError("config.strategies names no strategy")
+        for name, options in self.phase_train.items():
+            if name not in STRATEGIES:
+                raise UnforcedError(f"config.phase_train.{name}: no such strategy; known: {', '.join(STRATEGIES)}")
+            if options is not None and not isinstance(options, dict):
+                raise UnforcedError(f"config.phase_train.{name} must be a mapping of train settings, got "
+                                    f"{type(options).__name__}")
         for name, options in self.strategy_options.items():
             if name not in STRATEGIES:
                 raise UnforcedError(f"config.strategy_options.{name}: no such strategy; known: "
@@ -203,6 +219,8 @@ def _run_experiment(config: RunConfig, out: Path, progress: Callable[[str, dict]
                 "phases": {entry: [f"{p.strategy}:{p.steps or 'default'}" for p in parse_entry(entry, config.preset)]
                            for entry in config.strategies},
                 "strategy_options": {name: strategy_options(config, name) for name in STRATEGIES},
+                "phase_train": {name: {**PRESETS[config.preset].get("phase_train", {}).get(name, {}),
+                                       **(config.phase_train.get(name) or {})} for name in STRATEGIES},
                 "model": dataclasses.asdict(model_config),
                 "train": dataclasses.asdict(train_config), "preset": config.preset, "seed": config.seed,
                 "test_limit": config.test_limit, "signature": signature()}
@@ -393,7 +411,11 @@ def _train_phase(context: _Context, model, strategy_name: str, steps: int, check
     identity = {"model_config": dataclasses.asdict(context.model_config), "strategy": strategy_name,
                 "task": context.task.name}
     progress = context.progress
-    trainer = Trainer(model, context.task, strategy, dataclasses.replace(context.train_config, steps=steps),
+    preset = PRESETS[context.config.preset].get("phase_train", {}).get(strategy_name, {})
+    overrides = {**preset, **(context.config.phase_train.get(strategy_name) or {}), "steps": steps}
+    train_config = validate_config(TrainConfig, {**dataclasses.asdict(context.train_config), **overrides},
+                                   prefix=f"phase_train.{strategy_name}")
+    trainer = Trainer(model, context.task, strategy, train_config,
                       checkpoint_dir, context.metrics_path, tag=tag, identity=identity, limits=context.limits,
                       evaluate=context.validation, step_offset=step_offset,
                       progress=(lambda record: progress(tag, record)) if progress else None)
