@@ -121,11 +121,11 @@ class ReinforceConfig:
         if self.rl_weight_schedule is not None:
             options = dict(self.rl_weight_schedule)
             name = options.pop("name", None)
-            if name is None:
-                raise UnforcedError("reinforce.rl_weight_schedule needs a 'name' (e.g. 'linear')")
+            if not isinstance(name, str):
+                raise UnforcedError("reinforce.rl_weight_schedule needs a 'name' string (e.g. 'linear')")
             try:
                 make_schedule(name, **options)
-            except UnforcedError as error:
+            except (UnforcedError, TypeError, ValueError) as error:
                 raise UnforcedError(f"reinforce.rl_weight_schedule: {error}") from None
         if not (self.entropy_bonus >= 0 and math.isfinite(self.entropy_bonus)):
             raise UnforcedError(f"reinforce.entropy_bonus must be a non-negative number, got {self.entropy_bonus}")
