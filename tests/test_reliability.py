@@ -126,7 +126,9 @@ STRATEGIES = {
         "min_ratio": bad_float(0.0, 1.0, high_open=False), "per": bad_choice(), "own": bad_choice(),
         "mode": bad_choice(), "soft": bad_bool, "passes": bad_int(2),
         "temperature": bad_float(0.0, low_open=False, inf=False),
-        "tbptt": st.one_of(bad_int(1, optional=True), st.integers(1, 10**6))},  # tbptt needs mode "exact"
+        "tbptt": st.one_of(bad_int(1, optional=True), st.integers(1, 10**6)),  # tbptt needs mode "exact"
+        "curriculum": st.one_of(bad_mapping, st.just({}), st.fixed_dictionaries(
+            {"max_length_start": bad_int(1), "max_length_end": st.just(5), "steps": st.just(10)}))},
     "reinforce": {
         "reward": bad_choice(optional=True), "baseline": bad_choice(), "normalize_advantage": bad_bool,
         "samples": bad_int(1), "temperature": bad_float(0.0, low_open=False),

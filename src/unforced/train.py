@@ -197,6 +197,23 @@ class Trainer:
         chosen = order[index * self.config.batch_size:(index + 1) * self.config.batch_size].tolist()
         return self.task.collate([pairs[i] for i in chosen], **self.limits)
 
+    def _within_curriculum(self, batch: Batch) -> Batch:
+        """Rows whose target fits the strategy's curriculum length at this step (the shortest row if none does)."""
+        limit = self.strategy.max_target_length(self.step) if hasattr(self.strategy, "max_target_length") else None
+        if limit is None:
+            return batch
+        lengths = batch.gold_mask.sum(1)
+        keep = torch.nonzero(lengths <= limit).flatten()
+        if keep.numel() == 0:
+            keep = lengths.argmin().reshape(1)
+        if keep.numel() == len(batch):
+            return batch
+        rows = keep.tolist()
+        width = int(lengths[keep].max())
+        return Batch(batch.source[keep], batch.source_mask[keep], batch.inputs[keep, :width],
+                     batch.gold[keep, :width], batch.gold_mask[keep, :width],
+                     [batch.sources[i] for i in rows], [batch.references[i] for i in rows])
+
     def learning_rate(self, step: int) -> float:
         if self.config.warmup and step < self.config.warmup:
             return self.config.learning_rate * (step + 1) / self.config.warmup
@@ -265,7 +282,7 @@ class Trainer:
         window_start, window_steps = started, 0
         while self.step < config.steps:
             step_start = time.perf_counter()
-            batch = self.batch_at(self.step)
+            batch = self._within_curriculum(self.batch_at(self.step))
             for group in self.optimizer.param_groups:
                 group["lr"] = self.learning_rate(self.step)
             weight = 1.0

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from unforced.errors import UnforcedError
 from unforced.rollout import Greedy, Mix, Sample, gold_coins, rollout, sample_tokens
-from unforced.schedules import SCHEDULES, Adaptive, make_schedule
+from unforced.schedules import SCHEDULES, Adaptive, Curriculum, make_schedule
 from unforced.strategies.base import StepOutput, token_nll
 from unforced.tasks.tokenizers import BOS
 
@@ -66,6 +66,12 @@ class ScheduledSamplingConfig:
             tokens, then one with gradient. Duckworth et al. found 2 passes close to the sequential result.
         tbptt (int | None, default None): exact mode on RNNs only: truncated backpropagation through time, the
             recurrent state is detached every `tbptt` steps (Williams and Peng 1990). None keeps the full graph.
+
+    Parameters of the curriculum:
+        curriculum (dict | None, default None): {"max_length_start", "max_length_end", "steps"}: train only on
+            pairs whose target (with <eos>) fits a maximum length that rises linearly from start to end over
+            `steps` steps (`schedules.Curriculum`), combined with whatever ratio schedule is chosen; shorter
+            sequences first, as in curriculum learning (Bengio et al. 2009). None trains on every pair throughout.
     """
 
     schedule: str = "inverse_sigmoid"
@@ -78,6 +84,7 @@ class ScheduledSamplingConfig:
     mode: str = "parallel"
     passes: int = 2
     tbptt: int | None = None
+    curriculum: dict[str, int] | None = None
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
@@ -105,6 +112,20 @@ class ScheduledSamplingConfig:
             if self.mode != "exact":
                 raise UnforcedError(f"{PREFIX}.tbptt needs mode='exact' (a parallel pass has no steps to cut)")
         self.build_schedule()  # fails here, naming the field, rather than at the first step
+        self.build_curriculum()
+
+    def build_curriculum(self) -> Curriculum | None:
+        if self.curriculum is None:
+            return None
+        if not isinstance(self.curriculum, dict):
+            raise UnforcedError(f"{PREFIX}.curriculum must be a mapping, got {self.curriculum!r}")
+        known = {"max_length_start", "max_length_end", "steps"}
+        if set(self.curriculum) != known:
+            raise UnforcedError(f"{PREFIX}.curriculum needs exactly {', '.join(sorted(known))}")
+        try:
+            return Curriculum(self.build_schedule(), **self.curriculum)
+        except (UnforcedError, TypeError) as error:
+            raise UnforcedError(f"{PREFIX}.curriculum: {error}") from None
 
     def build_schedule(self):
         """A fresh schedule (each strategy owns one: Adaptive keeps state)."""
@@ -122,6 +143,7 @@ class ScheduledSampling:
     def __init__(self, config: ScheduledSamplingConfig | None = None, seed: int = 0):
         self.config = config or ScheduledSamplingConfig()
         self.schedule = self.config.build_schedule()
+        self.curriculum = self.config.build_curriculum()
         self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
 
@@ -135,6 +157,10 @@ class ScheduledSampling:
         self.generator.set_state(state["generator"])
         if state.get("schedule") is not None and isinstance(self.schedule, Adaptive):
             self.schedule.load_state_dict(state["schedule"])
+
+    def max_target_length(self, step: int) -> int | None:
+        """The curriculum's longest target at `step` (the Trainer trains on the pairs that fit), or None."""
+        return self.curriculum.max_length(step) if self.curriculum is not None else None
 
     def observe(self, figures: dict) -> None:
         """Forward the validation NLL (`figures["tf_nll"]`) to an Adaptive schedule; other schedules ignore it."""
