@@ -333,3 +333,16 @@ def test_run_and_gap_on_a_saved_model_from_the_command_line(kind, tmp_path, caps
     for entry in gap["strategies"].values():
         assert math.isfinite(entry["tf_nll"]) and math.isfinite(entry["fr_nll"])
         assert entry["diagnostics"]["sweep"]["nll"][-1] == pytest.approx(entry["tf_nll"], rel=1e-4)
+
+
+def test_a_csv_with_named_columns_is_a_task_by_path(tmp_path):
+    from unforced.tasks import get_task as task_by_name
+
+    path = tmp_path / "pairs.csv"
+    rows = "\n".join(f"{i},s{i} a,t{i} b" for i in range(12))
+    path.write_text("id,english,spanish\n" + rows + "\n")
+    task = task_by_name(str(path), source_column="english", target_column="spanish")
+    assert len(task.train) + len(task.valid) + len(task.test) == 12
+    assert ("s0 a", "t0 b") in task.train + task.valid + task.test
+    with pytest.raises(UnforcedError, match="english"):
+        task_by_name(str(path), source_column="english")  # no 'target' column: named in the error

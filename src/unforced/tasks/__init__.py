@@ -1,4 +1,5 @@
-"""Tasks: a plain dict registry of names to builders, plus any local pairs file (`.tsv` / `.jsonl`)."""
+"""Tasks: a plain dict registry of names to builders, plus any local pairs file (`.tsv` / `.jsonl`) or table
+with named columns (`.csv`, or any of them given `source_column` / `target_column`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from unforced.tasks.base import Batch, Pair, Task
 from unforced.tasks.bible import bible_task
 from unforced.tasks.files import file_task
 from unforced.tasks.synthetic import addition_task, copy_task, reverse_task, sort_task, toy_translation_task
+from unforced.tasks.tables import table_task
 
 TASKS: dict[str, Callable[..., Task]] = {
     "bible-en-es": bible_task,
@@ -22,6 +24,7 @@ TASKS: dict[str, Callable[..., Task]] = {
 }
 
 DEFAULT_TASK = "bible-en-es"
+TABLE_COLUMNS = {"source_column", "target_column", "split_column"}
 
 
 def task_options(name: str) -> dict[str, object]:
@@ -51,16 +54,20 @@ def get_task(name: str, **options) -> Task:
             if key in ("size", "length", "symbols") and isinstance(value, int) and value > 10_000_000:
                 raise UnforcedError(f"task option {key} is too large ({value:,})")
         return TASKS[name](**options)
-    if name.endswith((".tsv", ".jsonl")) or Path(name).exists():
+    if name.endswith((".tsv", ".jsonl", ".csv")) or Path(name).exists():
         if not Path(name).exists():
             raise UnforcedError(f"data file {name} does not exist")
-        allowed = {"tokenizer", "vocab_size", "seed", "metric"}
+        # A .csv, or any table given column names, has a header row of named columns; a plain .tsv/.jsonl is
+        # the headerless pairs format.
+        named = name.endswith(".csv") or bool(set(options) & TABLE_COLUMNS)
+        allowed = {"tokenizer", "vocab_size", "seed", "metric"} | (TABLE_COLUMNS if named else set())
         unknown = sorted(set(options) - allowed)
         if unknown:
             raise UnforcedError(f"a pairs file task has no option(s) {', '.join(unknown)}; "
                                 f"known: {', '.join(sorted(allowed))}")
-        return file_task(name, **options)
-    raise UnforcedError(f"unknown task {name!r}; known: {', '.join(TASKS)}, or a path to a .tsv/.jsonl file")
+        return table_task(name, **options) if named else file_task(name, **options)
+    raise UnforcedError(f"unknown task {name!r}; known: {', '.join(TASKS)}, or a path to a .tsv/.jsonl/.csv "
+                        f"file")
 
 
 __all__ = ["TASKS", "DEFAULT_TASK", "Batch", "Pair", "Task", "get_task", "task_options"]
