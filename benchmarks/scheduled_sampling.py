@@ -21,14 +21,13 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from train_step import QUICK, REFERENCE, model_config, random_batch  # noqa: E402
+from train_step import QUICK, REFERENCE, model_config, random_batch, time_steps  # noqa: E402
 
 from unforced.models import build_model  # noqa: E402
 from unforced.rollout import Greedy, Mix, rollout  # noqa: E402
@@ -83,22 +82,6 @@ def strategies(ratio: float) -> dict:
 
     return {"teacher_forcing": TeacherForcing(), "parallel": scheduled("parallel"), "exact": scheduled("exact"),
             "exact_through_steps": ThroughSteps(scheduled("exact").config), "naive": NaiveScheduledSampling(ratio)}
-
-
-def time_steps(model, strategy, batch, repeats: int, warmup: int) -> list[float]:
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    model.train()
-    times = []
-    for index in range(warmup + repeats):
-        start = time.perf_counter()
-        output = strategy.loss(model, batch, index)
-        optimizer.zero_grad(set_to_none=True)
-        output.loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        if index >= warmup:
-            times.append((time.perf_counter() - start) * 1000)
-    return times
 
 
 def main(argv: list[str] | None = None) -> dict:
