@@ -101,8 +101,9 @@ def _default_out(data: dict) -> Path:
 def _run(config_data: dict, out: Path | None, as_json: bool, resume: bool, overwrite: bool = False,
          seeds: int = 1) -> None:
     from unforced.config import validate_config
-    from unforced.experiment import RunConfig, run_experiment, run_seeds
+    from unforced.experiment import RunConfig, run_experiment
     from unforced.report import build_report
+    from unforced.runs import run_seeds
 
     config = validate_config(RunConfig, config_data, prefix="config")
     if out is None:
@@ -184,7 +185,7 @@ def gap(run_dir: Path, strategy: str = typer.Option(None, help="strategy entry (
         as_json: bool = typer.Option(False, "--json", help="print the JSON result alone on stdout")):
     """Every diagnostic of a trained run, measured again from its checkpoints: the gap, the ratio sweep,
     hidden-state divergence, recovery, the compounding fit, prefix divergence. Writes RUN_DIR/diagnostics.json."""
-    from unforced.experiment import diagnose_run
+    from unforced.runs import diagnose_run
 
     output = diagnose_run(run_dir, split=split, limit=limit, only=strategy)
     if as_json:
@@ -207,8 +208,8 @@ def sweep(run_dir: Path, ratios: str = typer.Option("0,0.25,0.5,0.75,1", help="c
           as_json: bool = typer.Option(False, "--json", help="print the JSON result alone on stdout")):
     """Gold-token NLL and token accuracy at several teacher-forcing ratios (P(gold) of each fed token)."""
     from unforced.diagnostics import ratio_sweep
-    from unforced.experiment import load_run_model
     from unforced.report import read_run
+    from unforced.runs import load_run_model
 
     try:
         values = [float(r) for r in ratios.split(",") if r.strip()]
