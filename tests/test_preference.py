@@ -14,6 +14,7 @@ from unforced.rewards import get_reward
 from unforced.strategies import preference as preference_module
 from unforced.strategies.preference import Preference, PreferenceConfig, best_worst_pairs, dpo_loss
 from unforced.strategies.teacher_forcing import TeacherForcing
+from unforced.train import TrainConfig, Trainer
 
 
 @pytest.fixture(autouse=True)
@@ -154,6 +155,27 @@ def test_same_seed_same_loss_and_resume_is_identical():
     again = resumed.loss(model, batch, 3)
     assert torch.equal(again.loss, after.loss) and again.logs["dpo_margin"] == after.logs["dpo_margin"]
     assert after.logs["dpo_margin"] != 0.0  # the reference really is the old model, not the moved one
+
+
+def test_trainer_resume_reaches_identical_weights(tmp_path):
+    # The checkpoint carries the reference: a run stopped at step 4 and resumed compares with the step-0 model,
+    # as the uninterrupted run does (were the reference re-taken at resume, the weights would differ).
+    task = toy_task()
+
+    def trainer(folder, steps):
+        config = TrainConfig(steps=steps, batch_size=3, checkpoint_every=4, eval_every=0, log_every=2, seed=0,
+                             learning_rate=3e-3, warmup=0)
+        return Trainer(warm_model(task), task, strategy(task, reward=None), config, tmp_path / folder / "checkpoints",
+                       tmp_path / folder / "metrics.jsonl", tag="preference", identity={"strategy": "preference"})
+
+    whole = trainer("whole", 8)
+    whole.fit()
+    trainer("stopped", 4).fit()
+    resumed = trainer("stopped", 8)
+    assert resumed.resume() and resumed.step == 4
+    resumed.fit()
+    for name, value in whole.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[name]), name
 
 
 def test_ce_weight_mixes_in_gold_cross_entropy():

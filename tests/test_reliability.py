@@ -140,6 +140,11 @@ STRATEGIES = {
                                                                "steps": bad_int(1)})),
         "entropy_bonus": bad_float(0.0), "mixer_delta": bad_int(0, optional=True),
         "mixer_delta_growth": st.one_of(bad_int(1, optional=True), st.integers(1, 10**6))},  # needs mixer_delta
+    "preference": {
+        "reward": bad_choice(optional=True), "pairs": bad_choice(), "samples": bad_int(2),
+        "temperature": bad_float(0.0, low_open=False), "top_k": bad_int(1, optional=True),
+        "max_len": bad_int(1, optional=True), "max_len_factor": bad_float(0.0, low_open=False),
+        "beta": bad_float(0.0, low_open=False), "ce_weight": bad_float(0.0, 1.0)},
 }
 TOP = {"task": st.one_of(st.integers(), containers, st.none()), "strategies": st.one_of(
     not_a_number, st.integers(), st.lists(st.integers(), min_size=1, max_size=2)),

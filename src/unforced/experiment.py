@@ -227,7 +227,7 @@ def _train_phase(context: _Context, model, strategy_name: str, steps: int, check
                  step_offset: int) -> float:
     """Train `model` in place for `steps` steps of one strategy; returns the training seconds."""
     options = strategy_options(context.config, strategy_name)
-    if strategy_name == "reinforce":
+    if strategy_name in ("reinforce", "preference"):
         options = {"reward": None, **options}  # None: reward the task's own metric (bound below)
     strategy = make_strategy(strategy_name, options, seed=context.config.seed)
     if hasattr(strategy, "bind"):

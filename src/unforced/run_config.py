@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from unforced.config import validate_config
 from unforced.errors import UnforcedError
 from unforced.strategies import STRATEGIES
 
@@ -99,6 +100,8 @@ class RunConfig:
             if options is not None and not isinstance(options, dict):
                 raise UnforcedError(f"config.strategy_options.{name} must be a mapping of options, got "
                                     f"{type(options).__name__}")
+            # Checked now, even for a strategy this run does not train: a typo should not wait for a later run.
+            validate_config(STRATEGIES[name][0], dict(options or {}), prefix=name)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from unforced.config import validate_config
 from unforced.errors import UnforcedError
 from unforced.strategies.base import StepOutput, Strategy, token_nll
+from unforced.strategies.preference import Preference, PreferenceConfig
 from unforced.strategies.reinforce import Reinforce, ReinforceConfig
 from unforced.strategies.scheduled_sampling import ScheduledSampling, ScheduledSamplingConfig
 from unforced.strategies.teacher_forcing import TeacherForcing, TeacherForcingConfig
@@ -13,11 +14,12 @@ STRATEGIES: dict[str, tuple[type, type]] = {
     "teacher_forcing": (TeacherForcingConfig, TeacherForcing),
     "scheduled_sampling": (ScheduledSamplingConfig, ScheduledSampling),
     "reinforce": (ReinforceConfig, Reinforce),
+    "preference": (PreferenceConfig, Preference),
 }
 
 # Strategies that fine-tune a trained model: named alone in `unforced run`, they start from the teacher-forced
 # model of the same run.
-NEEDS_WARM_START: set[str] = {"reinforce"}
+NEEDS_WARM_START: set[str] = {"reinforce", "preference"}
 
 
 def make_strategy(name: str, options: dict | None = None, seed: int = 0) -> Strategy:

@@ -135,6 +135,8 @@ class Preference:
     starting model of this phase, so a warm start or an earlier phase sets it. `state_dict` carries its weights,
     so a resumed run compares with the same reference (the checkpoint holds the weights twice); `load_state_dict`
     keeps them until the next `loss`, which copies the live model's architecture and loads them into it.
+    The reference runs in eval mode; with dropout the training policy differs from it even at the first step,
+    so the first loss is log 2 only without dropout.
 
     Call `bind(task)` before training (the experiment does): it sets the decoder and, when `config.reward` is
     None, the reward from the task's metric, as for reinforce.
