@@ -168,10 +168,16 @@ def scores(metrics: list[dict], path: Path, dips: list[dict] | None = None) -> P
     evaluations = [m for m in metrics if isinstance(m.get("eval"), dict) and "metric" in m["eval"]]
     entries = list(dict.fromkeys(str(m.get("strategy")).split("#")[0] for m in evaluations))
     name = evaluations[0]["eval"]["metric"]["name"] if evaluations else "metric"
+    forced = sorted((m for m in evaluations if m.get("strategy") == "teacher_forcing"),
+                    key=lambda m: m.get("global_step", m["step"]))
     for index, entry in enumerate(entries):
         points = sorted((m for m in evaluations if str(m.get("strategy")).split("#")[0] == entry),
                         key=lambda m: m.get("global_step", m["step"]))
         steps = [m.get("global_step", m["step"]) for m in points]
+        if forced and entry != "teacher_forcing" and steps[0] > forced[-1].get("global_step", forced[-1]["step"]):
+            # A fine-tune of the teacher-forced model: draw it on from where that model ended.
+            points = [forced[-1], *points]
+            steps = [forced[-1].get("global_step", forced[-1]["step"]), *steps]
         axes.plot(steps, [m["eval"]["metric"]["fr"] for m in points], color=f"C{index}", marker="o", markersize=3,
                   label=f"{entry}: free-running")
         if entry == "teacher_forcing":
