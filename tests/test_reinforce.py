@@ -212,3 +212,29 @@ def test_bind_takes_the_task_metric():
     unbound = Reinforce(ReinforceConfig(reward=None))
     with pytest.raises(UnforcedError, match="bind"):
         unbound.loss(toy_model(task), task.collate(task.train), 0)
+
+
+def test_scst_closes_the_gap_that_cross_entropy_leaves_on_the_toy_translator():
+    # After 12 teacher-forced steps (seed 3) the free-running corpus BLEU sits below the teacher-forced one
+    # (measured: 22.3 against 24.1); 80 SCST steps take the free-running score past the teacher-forced one.
+    from unforced.diagnostics import evaluate
+
+    task = toy_task()
+    model, batch = toy_model(task, seed=3), task.collate(task.train)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    for step in range(12):
+        output = TeacherForcing().loss(model, batch, step)
+        optimizer.zero_grad()
+        output.loss.backward()
+        optimizer.step()
+    before = evaluate(model, task, "test")["metric"]
+    assert before["fr"] < before["tf"]
+    scst = strategy(task, reward="bleu", samples=16)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.003)
+    for step in range(80):
+        output = scst.loss(model, batch, step)
+        optimizer.zero_grad()
+        output.loss.backward()
+        optimizer.step()
+    after = evaluate(model, task, "test")["metric"]
+    assert after["fr"] >= before["tf"], (before, after)
