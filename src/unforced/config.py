@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import math
+import numbers
 from typing import Any, TypeVar
 
 import pydantic
@@ -38,3 +40,17 @@ def validate_config(config_class: type[T], options: dict[str, Any], prefix: str 
         raise
     except (TypeError, ValueError) as error:
         raise UnforcedError(f"{prefix or config_class.__name__}: {error}") from None
+
+
+def finite_number(name: str, value: Any) -> float:
+    """`value` as a float, or an UnforcedError naming `name` if it is not a finite real number (bools refused)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise UnforcedError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def integer_at_least(name: str, value: Any, minimum: int) -> int:
+    """`value` as an int, or an UnforcedError naming `name` if it is not an integer >= `minimum`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise UnforcedError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import bisect
 import math
-import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from unforced.config import finite_number, integer_at_least
 from unforced.errors import UnforcedError
 
 __all__ = [
@@ -40,27 +40,17 @@ class Schedule(Protocol):
     def __call__(self, step: int) -> float: ...
 
 
-def _number(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise UnforcedError(f"{name} must be a finite number, got {value!r}")
-    return float(value)
-
 
 def _ratio(name: str, value: Any) -> float:
-    ratio = _number(name, value)
+    ratio = finite_number(name, value)
     if not 0.0 <= ratio <= 1.0:
         raise UnforcedError(f"{name} must be a teacher-forcing ratio (P(gold)) in [0, 1], got {value!r}")
     return ratio
 
 
-def _integer(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise UnforcedError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
 
 def _step(step: Any) -> float:
-    step = _number("step", step)
+    step = finite_number("step", step)
     if step < 0:
         raise UnforcedError(f"step must be >= 0, got {step!r}")
     return step
@@ -101,7 +91,7 @@ class Linear:
     def __post_init__(self) -> None:
         _ratio("start", self.start)
         _ratio("end", self.end)
-        _integer("steps", self.steps, 1)
+        integer_at_least("steps", self.steps, 1)
         _ratio("min_ratio", self.min_ratio)
 
     def __call__(self, step: int) -> float:
@@ -120,7 +110,7 @@ class Exponential:
     min_ratio: float = field(default=0.0, kw_only=True)
 
     def __post_init__(self) -> None:
-        if not 0.0 < _number("decay", self.decay) <= 1.0:
+        if not 0.0 < finite_number("decay", self.decay) <= 1.0:
             raise UnforcedError(f"decay must be in (0, 1], got {self.decay!r}")
         _ratio("min_ratio", self.min_ratio)
 
@@ -139,7 +129,7 @@ class InverseSigmoid:
     min_ratio: float = field(default=0.0, kw_only=True)
 
     def __post_init__(self) -> None:
-        if _number("k", self.k) < 1.0:
+        if finite_number("k", self.k) < 1.0:
             raise UnforcedError(f"k must be >= 1, got {self.k!r}")
         _ratio("min_ratio", self.min_ratio)
 
@@ -172,7 +162,7 @@ class Piecewise:
                 f"boundaries must be (epoch, ratio) pairs, got {self.boundaries!r}"
             ) from error
         cleaned = sorted(
-            (_integer("boundaries epoch", e, 0), _ratio(f"boundaries[{e!r}]", r)) for e, r in pairs
+            (integer_at_least("boundaries epoch", e, 0), _ratio(f"boundaries[{e!r}]", r)) for e, r in pairs
         )
         epochs = [epoch for epoch, _ in cleaned]
         if not epochs or epochs[0] != 0:
@@ -180,7 +170,7 @@ class Piecewise:
         if len(set(epochs)) != len(epochs):
             raise UnforcedError(f"boundaries name an epoch twice: {epochs}")
         object.__setattr__(self, "boundaries", tuple(cleaned))
-        _integer("steps_per_epoch", self.steps_per_epoch, 1)
+        integer_at_least("steps_per_epoch", self.steps_per_epoch, 1)
         _ratio("min_ratio", self.min_ratio)
 
     def __call__(self, step: int) -> float:
@@ -211,11 +201,11 @@ class Adaptive:
 
     def __post_init__(self) -> None:
         _ratio("initial", self.initial)
-        if not 0.0 < _number("factor", self.factor) <= 1.0:
+        if not 0.0 < finite_number("factor", self.factor) <= 1.0:
             raise UnforcedError(f"factor must be in (0, 1], got {self.factor!r}")
-        _number("threshold", self.threshold)
-        _integer("patience", self.patience, 1)
-        if not 0.0 < _number("tighten", self.tighten) <= 1.0:
+        finite_number("threshold", self.threshold)
+        integer_at_least("patience", self.patience, 1)
+        if not 0.0 < finite_number("tighten", self.tighten) <= 1.0:
             raise UnforcedError(f"tighten must be in (0, 1], got {self.tighten!r}")
         _ratio("min_ratio", self.min_ratio)
         self._current_ratio = _floor(float(self.initial), self.min_ratio)
@@ -255,8 +245,8 @@ class Adaptive:
         if missing:
             raise UnforcedError(f"Adaptive state is missing {sorted(missing)}")
         self._current_ratio = _ratio("ratio", state["ratio"])
-        self._current_threshold = _number("threshold", state["threshold"])
-        self._evaluations_below = _integer("below", state["below"], 0)
+        self._current_threshold = finite_number("threshold", state["threshold"])
+        self._evaluations_below = integer_at_least("below", state["below"], 0)
 
 
 @dataclass(frozen=True)
@@ -279,11 +269,11 @@ class Curriculum:
     def __post_init__(self) -> None:
         if not callable(self.schedule):
             raise UnforcedError(f"schedule must be a callable schedule, got {self.schedule!r}")
-        _integer("max_length_start", self.max_length_start, 1)
-        _integer("max_length_end", self.max_length_end, 1)
-        _integer("steps", self.steps, 1)
-        _number("difficulty_start", self.difficulty_start)
-        _number("difficulty_end", self.difficulty_end)
+        integer_at_least("max_length_start", self.max_length_start, 1)
+        integer_at_least("max_length_end", self.max_length_end, 1)
+        integer_at_least("steps", self.steps, 1)
+        finite_number("difficulty_start", self.difficulty_start)
+        finite_number("difficulty_end", self.difficulty_end)
 
     def _progress(self, step: int) -> float:
         return min(_step(step) / self.steps, 1.0)
@@ -331,7 +321,7 @@ def plot_schedules(schedules: Mapping[str, Schedule], steps: int, path: str | Pa
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    _integer("steps", steps, 1)
+    integer_at_least("steps", steps, 1)
     if not schedules:
         raise UnforcedError("plot_schedules needs at least one schedule")
     points = np.unique(np.linspace(0, steps, min(steps + 1, 2000)).round().astype(int))

@@ -14,12 +14,12 @@ The drift model: a hidden-state divergence obeying ``D_t = alpha * D_{t-1} + eps
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from unforced.config import finite_number, integer_at_least
 from unforced.errors import UnforcedError
 
 __all__ = [
@@ -73,23 +73,13 @@ class DivergenceFit:
     growth_rate: float | None
 
 
-def _number(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise UnforcedError(f"{name} must be a finite number, got {value!r}")
-    return float(value)
-
 
 def _probability(name: str, value: Any) -> float:
-    p = _number(name, value)
+    p = finite_number(name, value)
     if not 0.0 <= p <= 1.0:
         raise UnforcedError(f"{name} must be a probability in [0, 1], got {value!r}")
     return p
 
-
-def _count(name: str, value: Any, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise UnforcedError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def _error_by(e: float, k: np.ndarray | int) -> np.ndarray:
@@ -107,7 +97,7 @@ def compounding_gap(c: float, d: float, e: float, T: int) -> float:
     and 0 for ``e = 0``. ``c``: per-token NLL on a correct prefix; ``d``: per-token NLL once the prefix holds
     an error; ``e``: per-step probability of the first error; ``T``: sequence length.
     """
-    c, d, e, T = _number("c", c), _number("d", d), _probability("e", e), _count("T", T)
+    c, d, e, T = finite_number("c", c), finite_number("d", d), _probability("e", e), integer_at_least("T", T, 0)
     if e == 0.0 or T == 0:
         return 0.0
     return (d - c) * (T - float(_error_by(e, T)) / e)
@@ -115,7 +105,7 @@ def compounding_gap(c: float, d: float, e: float, T: int) -> float:
 
 def per_position_excess(c: float, d: float, e: float, T: int) -> np.ndarray:
     """Expected excess NLL per position: ``(d - c) * (1 - (1 - e)^(t-1))`` for ``t = 1..T``; shape (T,)."""
-    c, d, e, T = _number("c", c), _number("d", d), _probability("e", e), _count("T", T)
+    c, d, e, T = finite_number("c", c), finite_number("d", d), _probability("e", e), integer_at_least("T", T, 0)
     return (d - c) * _error_by(e, np.arange(T))
 
 
@@ -125,8 +115,8 @@ def simulate_compounding(c: float, d: float, e: float, T: int, n: int, seed: int
     The first error step ``F ~ Geometric(e)`` on ``{1, 2, ...}``; step ``t`` costs ``d`` when ``F < t`` and
     ``c`` otherwise, so a sequence's excess NLL is ``(d - c) * max(0, T - F)``.
     """
-    c, d, e, T = _number("c", c), _number("d", d), _probability("e", e), _count("T", T)
-    n = _count("n", n, minimum=2)
+    c, d, e, T = finite_number("c", c), finite_number("d", d), _probability("e", e), integer_at_least("T", T, 0)
+    n = integer_at_least("n", n, minimum=2)
     if e == 0.0:
         return SimulationResult(0.0, 0.0)
     first_error = np.random.default_rng(seed).geometric(e, size=n)  # (n,)
@@ -191,7 +181,7 @@ def drift_steady_state(eps: float, alpha: float) -> float:
     For ``alpha >= 1`` there is none: the drift grows without bound (geometrically, at rate ``alpha``, when
     ``alpha > 1``), and an UnforcedError says so.
     """
-    eps, alpha = _number("eps", eps), _number("alpha", alpha)
+    eps, alpha = finite_number("eps", eps), finite_number("alpha", alpha)
     if alpha < 0.0:
         raise UnforcedError(f"alpha must be >= 0 (a contraction factor of the drift), got {alpha!r}")
     if alpha >= 1.0:
