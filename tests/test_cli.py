@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from unforced.cli import main
+from cli_helper import call
 
 TINY = {
     "preset": "quick",
@@ -22,20 +21,6 @@ TINY = {
 }
 CONTRACT_KEYS = {"tf_nll", "fr_nll", "gap_nll", "gap_pct", "tf_token_acc", "fr_token_acc", "metric", "per_position",
                  "train_seconds"}
-
-
-def call(args: list[str], capsys) -> tuple[int, str, str]:
-    old = sys.argv
-    sys.argv = ["unforced", *args]
-    try:
-        main()
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
-    finally:
-        sys.argv = old
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from cli_helper import call
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -352,20 +353,6 @@ CLI_CONFIG = {"task": "copy", "task_options": {"size": 80, "length": 4},
               "model": {"kind": "gru", "embedding": 8, "hidden": 16},
               "train": {"steps": 20, "batch_size": 16, "checkpoint_every": 5, "eval_every": 0, "log_every": 5},
               "test_limit": 10, "diagnostics_limit": 0}
-
-
-def call(args: list[str], capsys) -> tuple[int, str, str]:
-    old = sys.argv
-    sys.argv = ["unforced", *args]
-    try:
-        main()
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
-    finally:
-        sys.argv = old
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,8 @@ def _legend(axes, fontsize: int) -> None:
         axes.legend(fontsize=fontsize)
 
 
-def _save(figure: Figure, path: Path) -> Path:
+def save_figure(figure: Figure, path: Path) -> Path:
+    """Lay out and write `figure` as a PNG at `path` (folders made as needed)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(figure)
     figure.tight_layout()
@@ -52,7 +53,7 @@ def per_position(results: dict, path: Path) -> Path:
     nll_axes.set(xlabel="target position", ylabel="NLL of the gold token (nats)", title="Per-position NLL")
     _legend(error_axes, 7)
     _legend(nll_axes, 7)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def training_curves(metrics: list[dict], path: Path) -> Path:
@@ -76,7 +77,7 @@ def training_curves(metrics: list[dict], path: Path) -> Path:
     valid_axes.set(xlabel="step", ylabel="validation NLL (nats/token)", title="Validation NLL")
     _legend(loss_axes, 7)
     _legend(valid_axes, 7)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def sweep(diagnostics: dict, path: Path) -> Path:
@@ -89,7 +90,7 @@ def sweep(diagnostics: dict, path: Path) -> Path:
     axes.set(xlabel="teacher-forcing ratio (P(gold) per fed token)", ylabel="NLL of gold tokens (nats)",
              title="Ratio sweep")
     _legend(axes, 7)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def divergence(diagnostics: dict, path: Path) -> Path:
@@ -108,7 +109,7 @@ def divergence(diagnostics: dict, path: Path) -> Path:
             axes.axhline(fit["plateau_predicted"], color=f"C{index}", linestyle=":", linewidth=1)
     axes.set(xlabel="target position", ylabel="hidden-state distance", title="Free-running vs teacher-forced state")
     _legend(axes, 7)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def recovery(diagnostics: dict, path: Path) -> Path:
@@ -127,7 +128,7 @@ def recovery(diagnostics: dict, path: Path) -> Path:
             axes.plot(offsets, probe["curve"]["clean"], color=f"C{index}", alpha=0.4, linewidth=4)
     axes.set(xlabel="target position", ylabel="token accuracy", title="Recovery after an injected error")
     _legend(axes, 6)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def compounding(diagnostics: dict, path: Path) -> Path:
@@ -144,7 +145,7 @@ def compounding(diagnostics: dict, path: Path) -> Path:
                       label=f"{name}: fit (c={fit['c']:.2f}, d={fit['d']:.2f}, e={fit['e']:.3f})")
     axes.set(xlabel="target position", ylabel="free-running NLL (nats)", title="Compounding-error fit")
     _legend(axes, 7)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def prefix_divergence(diagnostics: dict, path: Path) -> Path:
@@ -156,7 +157,7 @@ def prefix_divergence(diagnostics: dict, path: Path) -> Path:
         axes.plot(data["lengths"], data["kl"], color=f"C{index}", marker="o", label=name)
     axes.set(xlabel="prefix length", ylabel="KL estimate (nats)", title="Prefix-distribution divergence")
     _legend(axes, 7)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def scores(metrics: list[dict], path: Path, dips: list[dict] | None = None) -> Path:
@@ -192,4 +193,4 @@ def scores(metrics: list[dict], path: Path, dips: list[dict] | None = None) -> P
     axes.set(xlabel="training step (fine-tuning continues its starting model's steps)",
              ylabel=f"validation {name}", title="Scores over training")
     _legend(axes, 7)
-    return _save(figure, path)
+    return save_figure(figure, path)

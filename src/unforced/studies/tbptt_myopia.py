@@ -122,11 +122,11 @@ def summarize(cells: list[dict]) -> dict:
 
 
 def draw(results: dict, path: Path) -> Path:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from unforced.report.figures import save_figure
+
     figure = Figure(figsize=(6, 4.2))
-    FigureCanvasAgg(figure)
     axes = figure.add_subplot(1, 1, 1)
     truncations = results["truncations"]
     for index, delay in enumerate(results["delays"]):
@@ -144,10 +144,7 @@ def draw(results: dict, path: Path) -> Path:
     axes.set(xlabel="truncation L (steps between state detaches)", ylabel="teacher-forced accuracy, t >= D",
              title="Delayed echo y_t = y_(t-D) under TBPTT", ylim=(0, 1.05))
     axes.legend(fontsize=7)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    return path
+    return save_figure(figure, path)
 
 
 def sentences(results: dict) -> list[str]:

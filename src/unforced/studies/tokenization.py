@@ -84,13 +84,13 @@ def row_of(size: int, results: dict) -> dict:
 
 
 def draw(results: dict, path: Path) -> Path:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+
+    from unforced.report.figures import save_figure
 
     rows = results["rows"]
     sizes = [r["vocab_size"] for r in rows]
     figure = Figure(figsize=(12, 3.8))
-    FigureCanvasAgg(figure)
     error_axes, length_axes, gap_axes = (figure.add_subplot(1, 3, i) for i in (1, 2, 3))
     error_axes.plot(sizes, [r["fr_error"] for r in rows], marker="o", color="C0", label="free-running")
     error_axes.plot(sizes, [r["tf_error"] for r in rows], marker="o", color="C0", linestyle="--",
@@ -109,10 +109,7 @@ def draw(results: dict, path: Path) -> Path:
         axes.set_xscale("log")
         axes.set_xticks(sizes, [str(s) for s in sizes])
         axes.minorticks_off()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    return path
+    return save_figure(figure, path)
 
 
 def sentences(results: dict) -> list[str]:
