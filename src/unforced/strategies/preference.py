@@ -29,7 +29,7 @@ from unforced.models import repeat_rows, select_rows
 from unforced.rewards import REWARDS, Reward, get_reward, safe_reward
 from unforced.rollout import Sample, rollout
 from unforced.strategies.base import StepOutput, generator_for, token_nll
-from unforced.strategies.reinforce import Reinforce, sequence_log_probs
+from unforced.strategies.reinforce import decode_budget, decoder_and_reward, sequence_log_probs
 from unforced.tasks.tokenizers import BOS
 
 PAIRINGS = ("best_worst",)
@@ -156,7 +156,7 @@ class Preference:
 
     def bind(self, task) -> Preference:
         """Take the decoder from `task.target_tokenizer`, and the reward from `task.metric` if none was set."""
-        Reinforce.bind(self, task)  # it sets only `decode` and `reward`, which this class shares
+        self.decode, self.reward = decoder_and_reward(task, self.reward)
         return self
 
     def state_dict(self) -> dict:
@@ -199,7 +199,7 @@ class Preference:
             logs["nll"] = float(cross_entropy.detach())
 
         rows, samples = len(batch), config.samples
-        max_len = Reinforce._max_len(self, model, batch.gold.shape[1])  # reads only config.max_len(_factor)
+        max_len = decode_budget(self.config, model, batch.gold.shape[1])
         with torch.no_grad():
             drawn = rollout(model, repeat_rows(memory, samples), Sample(config.temperature, config.top_k),
                             max_len=max_len, batch_size=rows * samples, generator=self.generator,

@@ -181,6 +181,23 @@ def sequence_log_probs(logits: Tensor, tokens: Tensor, mask: Tensor, temperature
     return (chosen * mask).sum(1)
 
 
+def decoder_and_reward(task, reward):
+    """The task's decoder (target ids -> text) and `reward`, or the task's own metric as a reward when it is None
+    (CIDEr's document frequencies from the task's training references). Shared by every sampling strategy."""
+    tokenizer = task.target_tokenizer
+    if reward is None:
+        reward = get_reward(task.metric, references_corpus=[[target] for _, target in task.train])
+    return (lambda rows: [tokenizer.decode(row) for row in rows]), reward
+
+
+def decode_budget(config, model, gold_width: int) -> int:
+    """Steps to sample: `config.max_len`, else gold width * `config.max_len_factor` + 5, capped at the model's
+    longest target."""
+    length = config.max_len or math.ceil(gold_width * config.max_len_factor) + 5
+    limit = getattr(getattr(model, "config", None), "max_target_len", None)
+    return min(length, limit) if limit else length
+
+
 class Reinforce:
     """Self-critical sequence training and its REINFORCE relatives; see `ReinforceConfig`.
 
@@ -208,10 +225,7 @@ class Reinforce:
 
         CIDEr's document frequencies come from the task's training references.
         """
-        tokenizer = task.target_tokenizer
-        self.decode = lambda rows: [tokenizer.decode(row) for row in rows]
-        if self.reward is None:
-            self.reward = get_reward(task.metric, references_corpus=[[target] for _, target in task.train])
+        self.decode, self.reward = decoder_and_reward(task, self.reward)
         return self
 
     def state_dict(self) -> dict:
@@ -233,9 +247,7 @@ class Reinforce:
         return config.mixer_delta + (step // config.mixer_delta_growth if config.mixer_delta_growth else 0)
 
     def _max_len(self, model, gold_width: int) -> int:
-        length = self.config.max_len or math.ceil(gold_width * self.config.max_len_factor) + 5
-        limit = getattr(getattr(model, "config", None), "max_target_len", None)
-        return min(length, limit) if limit else length
+        return decode_budget(self.config, model, gold_width)
 
     def loss(self, model, batch, step: int) -> StepOutput:
         config = self.config
