@@ -420,11 +420,12 @@ def test_a_checkpoint_cut_inside_its_header_names_previous(size, finished_cli_ru
     assert "previous.pt" in err
 
 
-def test_killed_before_the_first_checkpoint_resume_starts_from_scratch(reference_run, tmp_path):
-    """`_claim` accepts --resume on a directory with config.yaml but no checkpoint; the run starts over."""
+class Crash(Exception):
+    pass
 
-    class Crash(Exception):
-        pass
+
+def crashed_before_the_first_checkpoint(out: Path) -> RunConfig:
+    """A one-strategy run into `out` that crashes at step 3, before its first checkpoint; returns its config."""
 
     def crash_at_step_3(tag, record):
         if record.get("step") == 3:
@@ -434,7 +435,13 @@ def test_killed_before_the_first_checkpoint_resume_starts_from_scratch(reference
     config.train = {**config.train, "log_every": 1}
     config.strategies = ["teacher_forcing"]
     with pytest.raises(Crash):
-        run_experiment(config, tmp_path / "run", progress=crash_at_step_3)
+        run_experiment(config, out, progress=crash_at_step_3)
+    return config
+
+
+def test_killed_before_the_first_checkpoint_resume_starts_from_scratch(reference_run, tmp_path):
+    """`_claim` accepts --resume on a directory with config.yaml but no checkpoint; the run starts over."""
+    config = crashed_before_the_first_checkpoint(tmp_path / "run")
     assert (tmp_path / "run" / "config.yaml").exists() and not list((tmp_path / "run").rglob("*.pt"))
     run_experiment(config, tmp_path / "run", resume=True)
     reference = run_experiment(config, tmp_path / "whole")
@@ -445,18 +452,7 @@ def test_killed_before_the_first_checkpoint_resume_starts_from_scratch(reference
 
 
 def test_killed_before_the_first_checkpoint_metrics_are_written_once(tmp_path):
-    class Crash(Exception):
-        pass
-
-    def crash_at_step_3(tag, record):
-        if record.get("step") == 3:
-            raise Crash
-
-    config = tiny_run_config()
-    config.train = {**config.train, "log_every": 1}
-    config.strategies = ["teacher_forcing"]
-    with pytest.raises(Crash):
-        run_experiment(config, tmp_path / "run", progress=crash_at_step_3)
+    config = crashed_before_the_first_checkpoint(tmp_path / "run")
     run_experiment(config, tmp_path / "run", resume=True)
     steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 21))
