@@ -18,7 +18,7 @@ import torch
 from unforced.models import ModelConfig, build_model
 from unforced.strategies import make_strategy
 from unforced.tasks.base import Batch
-from unforced.tasks.tokenizers import BOS, EOS
+from unforced.vocab import BOS, EOS
 
 REFERENCE = {"vocab": 8000, "embedding": 256, "hidden": 512, "batch": 64, "length": 30, "transformer_width": 256,
              "transformer_layers": 4, "heads": 4}

@@ -29,7 +29,7 @@ import torch
 from unforced.models.hf import HuggingFaceModel
 from unforced.strategies import make_strategy
 from unforced.tasks.base import Batch
-from unforced.tasks.tokenizers import BOS, EOS, PAD
+from unforced.vocab import BOS, EOS, PAD
 
 SPECIALS = ["<pad>", "<bos>", "<eos>", "<unk>"]  # ids 0..3, the library's PAD, BOS, EOS, UNK
 SYMBOLS = [f"s{i}" for i in range(28)]

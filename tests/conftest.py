@@ -10,14 +10,17 @@ import pytest
 import torch
 
 from unforced.models import ModelConfig, build_model
-from unforced.tasks.tokenizers import BOS, EOS, PAD
+from unforced.vocab import BOS, EOS, PAD
 
 MODEL_KINDS = ("gru", "lstm", "transformer", "decoder_only")
 
 # Tiny models run fastest on one thread; with two, the threads fight each other and any other job on a 2-core
 # machine (measured: 70 s against 4 s for test_models.py under load). Subprocesses inherit the setting.
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-torch.set_num_threads(1)
+# CI runs the suite twice, under UNFORCED_TEST_THREADS=1 and =2, so that no test depends on the thread count or
+# the float reduction order that comes with it.
+TEST_THREADS = int(os.environ.get("UNFORCED_TEST_THREADS", "1"))
+os.environ.setdefault("OMP_NUM_THREADS", str(TEST_THREADS))
+torch.set_num_threads(TEST_THREADS)
 FIRST_SYMBOL = 4  # ids 0..3 are <pad>, <bos>, <eos>, <unk>
 
 
@@ -101,6 +104,6 @@ def single_thread():
     """One torch thread: tiny models gain nothing from more, and on a busy 2-core machine the threads of a
     parallel op spin against other processes (measured 4 s against 70 s for tests/test_models.py)."""
     previous = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(TEST_THREADS)
     yield
     torch.set_num_threads(previous)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import TEST_THREADS
 
 from unforced.diagnostics.attention import attention_maps, draw_attention
 from unforced.rollout import Greedy, rollout
 from unforced.tasks import get_task
 
-torch.set_num_threads(1)
+torch.set_num_threads(TEST_THREADS)
 
 
 @pytest.fixture(scope="module")

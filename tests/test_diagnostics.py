@@ -16,8 +16,8 @@ from unforced.diagnostics.sweep import ratio_sweep
 from unforced.models import ModelConfig, build_model
 from unforced.models.base import Forced
 from unforced.tasks import get_task
-from unforced.tasks.tokenizers import EOS, PAD
 from unforced.theory import fit_linear_divergence
+from unforced.vocab import EOS, PAD
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

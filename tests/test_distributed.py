@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import torch
+from conftest import TEST_THREADS
 
 from unforced.train import read_checkpoint_file
 
@@ -23,7 +24,7 @@ from unforced.strategies import make_strategy
 from unforced.tasks import get_task
 from unforced.train import TrainConfig, Trainer
 
-torch.set_num_threads(1)
+torch.set_num_threads(int(sys.argv[4]))
 out = Path(sys.argv[1])
 task = get_task("copy", size=200, length=6, seed=0)
 config = ModelConfig(kind=sys.argv[2], source_vocab=task.source_tokenizer.vocab_size,
@@ -41,12 +42,12 @@ def run(tmp_path: Path, processes: int, kind: str, strategy: str) -> dict:
     out = tmp_path / f"{kind}-{strategy}-{processes}"
     script = tmp_path / "train.py"
     script.write_text(SCRIPT)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": str(TEST_THREADS)}
     if processes == 1:
-        command = [sys.executable, str(script), str(out), kind, strategy]
+        command = [sys.executable, str(script), str(out), kind, strategy, str(TEST_THREADS)]
     else:
         command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
-                   "--master_port", "29533", str(script), str(out), kind, strategy]
+                   "--master_port", "29533", str(script), str(out), kind, strategy, str(TEST_THREADS)]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return read_checkpoint_file(out / "checkpoints" / "last.pt")["model"]

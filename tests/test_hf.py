@@ -8,6 +8,7 @@ import pytest
 import torch
 
 pytest.importorskip("transformers")
+from conftest import TEST_THREADS
 from transformers import GPT2Config, GPT2LMHeadModel, T5Config, T5ForConditionalGeneration  # noqa: E402
 
 from unforced.diagnostics.gap import evaluate  # noqa: E402
@@ -25,7 +26,7 @@ from unforced.tasks import get_task  # noqa: E402
 from unforced.tasks.tables import table_task  # noqa: E402
 from unforced.train import TrainConfig, Trainer  # noqa: E402
 
-torch.set_num_threads(1)
+torch.set_num_threads(TEST_THREADS)
 KINDS = ("t5", "gpt2")
 
 

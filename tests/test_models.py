@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from unforced.errors import UnforcedError
 from unforced.models import ModelConfig, build_model, repeat_rows, select_rows
-from unforced.tasks.tokenizers import BOS
+from unforced.vocab import BOS
 
 KINDS = ("gru", "lstm", "transformer", "decoder_only")
 ATOL = 1e-5

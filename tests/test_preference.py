@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import TEST_THREADS
 from test_reinforce import toy_model, toy_task  # the toy translator: six pairs, a tiny GRU
 
 from unforced.errors import UnforcedError
@@ -20,7 +21,7 @@ from unforced.train import TrainConfig, Trainer
 @pytest.fixture(autouse=True)
 def one_thread():
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(TEST_THREADS)
     yield
     torch.set_num_threads(threads)
 

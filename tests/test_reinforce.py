@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import TEST_THREADS
 
 from unforced.errors import UnforcedError
 from unforced.models import ModelConfig, build_model
@@ -26,7 +27,7 @@ PAIRS = [("one two three", "uno dos tres"), ("two three four", "dos tres cuatro 
 def one_thread():
     # Tiny models: several threads only contend (and the machine is shared); one is faster and steadier.
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(TEST_THREADS)
     yield
     torch.set_num_threads(threads)
 
@@ -214,27 +215,45 @@ def test_bind_takes_the_task_metric():
         unbound.loss(toy_model(task), task.collate(task.train), 0)
 
 
-def test_scst_closes_the_gap_that_cross_entropy_leaves_on_the_toy_translator():
-    # After 12 teacher-forced steps (seed 3) the free-running corpus BLEU sits below the teacher-forced one
-    # (measured: 22.3 against 24.1); 80 SCST steps take the free-running score past the teacher-forced one.
-    from unforced.diagnostics import evaluate
+def test_scst_raises_held_out_free_running_chrf_over_seeds():
+    # A claim about training outcomes, made as the project makes them: over five seeds, on held-out pairs, with a
+    # metric that is continuous there (chrF on sentences of 4-9 words), asserting a mean with a margin and a
+    # majority, the premise asserted too. Measured here (150 teacher-forced steps, then 60 SCST steps): gains of
+    # +0.5 to +8.1 chrF with 1 thread and -0.2 to +6.4 with 2; float reduction order moves single seeds, not the
+    # mean. (60 more teacher-forced steps gain more on this undertrained model: this test claims only that SCST
+    # raises the free-running score it optimises.)
+    import dataclasses
 
-    task = toy_task()
-    model, batch = toy_model(task, seed=3), task.collate(task.train)
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    for step in range(12):
-        output = TeacherForcing().loss(model, batch, step)
-        optimizer.zero_grad()
-        output.loss.backward()
-        optimizer.step()
-    before = evaluate(model, task, "test")["metric"]
-    assert before["fr"] < before["tf"]
-    scst = strategy(task, reward="bleu", samples=16)
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.003)
-    for step in range(80):
-        output = scst.loss(model, batch, step)
-        optimizer.zero_grad()
-        output.loss.backward()
-        optimizer.step()
-    after = evaluate(model, task, "test")["metric"]
-    assert after["fr"] >= before["tf"], (before, after)
+    from unforced.diagnostics import evaluate
+    from unforced.tasks import get_task
+
+    task = dataclasses.replace(get_task("toy-translation", size=400, seed=0), metric="chrf")
+    gains = []
+    for seed in range(5):
+        torch.manual_seed(seed)
+        model = build_model(ModelConfig(kind="gru", source_vocab=task.source_tokenizer.vocab_size,
+                                        target_vocab=task.target_tokenizer.vocab_size, embedding=32, hidden=64,
+                                        dropout=0.0, max_source_len=12, max_target_len=12))
+        generator = torch.Generator().manual_seed(seed)
+
+        def batch(generator=generator):
+            rows = torch.randint(len(task.train), (32,), generator=generator).tolist()
+            return task.collate([task.train[i] for i in rows])
+
+        for strategy_, steps, lr in ((TeacherForcing(), 150, 0.01),
+                                     (Reinforce(ReinforceConfig(reward="chrf", samples=4), seed=seed).bind(task),
+                                      60, 0.003)):
+            if steps == 60:
+                before = evaluate(model, task, "test")
+                assert before["fr_token_acc"] < before["tf_token_acc"] - 0.1  # the premise: a gap to close
+            optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+            for step in range(steps):
+                output = strategy_.loss(model, batch(), step)
+                optimizer.zero_grad()
+                output.loss.backward()
+                optimizer.step()
+        after = evaluate(model, task, "test")
+        gains.append(after["metric"]["fr"] - before["metric"]["fr"])
+    assert len(task.test) >= 30 and not set(task.test) & set(task.train)
+    assert np.mean(gains) > 1.0, gains
+    assert sum(gain > 0 for gain in gains) >= 3, gains

@@ -21,6 +21,7 @@ import pytest
 import torch
 import yaml
 from cli_helper import call
+from conftest import TEST_THREADS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -34,7 +35,7 @@ from unforced.tasks import get_task
 from unforced.tasks.files import read_pairs
 from unforced.train import TrainConfig, atomic_write_text, load_checkpoint, read_checkpoint_file
 
-torch.set_num_threads(1)
+torch.set_num_threads(TEST_THREADS)
 
 # ---- config fuzzing ----------------------------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from torch import nn
 from unforced.errors import UnforcedError
 from unforced.models import repeat_rows
 from unforced.rollout import Gold, Greedy, Mix, Sample, beam_search, gold_coins, rollout, sample_tokens
-from unforced.tasks.tokenizers import BOS, EOS, PAD
+from unforced.vocab import BOS, EOS, PAD
 
 KINDS = ("gru", "lstm", "transformer", "decoder_only")
 ATOL = 1e-5

@@ -6,11 +6,12 @@ import json
 import re
 
 import torch
+from conftest import TEST_THREADS
 
 from unforced.studies import STUDIES
 from unforced.studies.tbptt_myopia import delayed_echo_task
 
-torch.set_num_threads(1)
+torch.set_num_threads(TEST_THREADS)
 
 
 def test_registry_names_both_studies():

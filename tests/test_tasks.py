@@ -16,7 +16,7 @@ from unforced.tasks import TASKS, get_task, task_options
 from unforced.tasks.base import deterministic_split
 from unforced.tasks.files import file_task, read_pairs
 from unforced.tasks.synthetic import sort_task
-from unforced.tasks.tokenizers import BOS, EOS, PAD, UNK
+from unforced.vocab import BOS, EOS, PAD, UNK
 
 SETTINGS = settings(derandomize=True, deadline=None, max_examples=60,
                     suppress_health_check=[HealthCheck.too_slow])

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import TEST_THREADS
 
 from unforced import UnforcedError
 from unforced.models import ModelConfig, build_model
@@ -160,7 +161,7 @@ def _train_command(out: Path, config: Path, resume: bool = False) -> list[str]:
 def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path):
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(TINY_CONFIG))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": str(TEST_THREADS)}
     subprocess.run(_train_command(tmp_path / "whole", config), check=True, capture_output=True, env=env)
 
     process = subprocess.Popen(_train_command(tmp_path / "killed", config), stdout=subprocess.DEVNULL,

@@ -45,7 +45,7 @@ def test_prompts_are_seeded_of_one_length_and_free_of_specials():
 
 
 def test_tokenizer_uses_the_library_special_ids():
-    from unforced.tasks.tokenizers import BOS, EOS, PAD
+    from unforced.vocab import BOS, EOS, PAD
 
     tokenizer = vs_trl.build_tokenizer()
     assert (tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id) == (PAD, BOS, EOS)

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from unforced.errors import UnforcedError
 from unforced.models.base import select_rows
-from unforced.tasks.tokenizers import BOS, EOS, PAD
+from unforced.vocab import BOS, EOS, PAD
 
 
 @dataclass(frozen=True)

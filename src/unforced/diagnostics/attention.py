@@ -17,7 +17,7 @@ import torch
 from unforced.errors import UnforcedError
 from unforced.rollout import Greedy, rollout
 from unforced.tasks.base import Task
-from unforced.tasks.tokenizers import SPECIALS
+from unforced.vocab import SPECIALS
 
 
 def token_strings(tokenizer, ids: list[int]) -> list[str]:

@@ -15,7 +15,7 @@ from unforced.errors import UnforcedError
 from unforced.models.base import Forced
 from unforced.rollout import Mix, Sample, rollout
 from unforced.tasks.base import Task
-from unforced.tasks.tokenizers import BOS, EOS
+from unforced.vocab import BOS, EOS
 
 
 class BigramModel(nn.Module):

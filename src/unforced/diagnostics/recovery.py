@@ -14,7 +14,7 @@ import torch
 
 from unforced.errors import UnforcedError
 from unforced.tasks.base import Task
-from unforced.tasks.tokenizers import UNK
+from unforced.vocab import UNK
 
 FIRST_SYMBOL = UNK + 1  # ids below are <pad>, <bos>, <eos>, <unk>
 

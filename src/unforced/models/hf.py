@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from unforced.errors import UnforcedError
 from unforced.models.base import Forced
-from unforced.tasks.tokenizers import BOS, EOS, PAD, UNK
+from unforced.vocab import BOS, EOS, PAD, UNK
 
 
 @dataclass

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from unforced.models.base import Forced, ModelConfig
-from unforced.tasks.tokenizers import PAD
+from unforced.vocab import PAD
 
 
 @dataclass

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from unforced.errors import UnforcedError
 from unforced.models.base import Forced, ModelConfig
-from unforced.tasks.tokenizers import PAD
+from unforced.vocab import PAD
 
 
 class Attention(nn.Module):

@@ -30,7 +30,7 @@ from unforced.rewards import REWARDS, Reward, get_reward, safe_reward
 from unforced.rollout import Sample, rollout
 from unforced.strategies.base import StepOutput, generator_for, token_nll
 from unforced.strategies.reinforce import decode_budget, decoder_and_reward, sequence_log_probs
-from unforced.tasks.tokenizers import BOS
+from unforced.vocab import BOS
 
 PAIRINGS = ("best_worst",)
 

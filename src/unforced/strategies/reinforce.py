@@ -29,7 +29,7 @@ from unforced.rewards import REWARDS, Reward, get_reward, safe_reward
 from unforced.rollout import Greedy, Sample, rollout, sample_tokens
 from unforced.schedules import make_schedule
 from unforced.strategies.base import StepOutput, generator_for, token_nll
-from unforced.tasks.tokenizers import BOS, EOS, PAD
+from unforced.vocab import BOS, EOS, PAD
 
 BASELINES = ("greedy", "mean", "leave_one_out", "none")
 

@@ -24,7 +24,7 @@ from unforced.errors import UnforcedError
 from unforced.rollout import Greedy, Mix, Sample, gold_coins, rollout, sample_tokens
 from unforced.schedules import SCHEDULES, Adaptive, Curriculum, make_schedule
 from unforced.strategies.base import StepOutput, token_nll
-from unforced.tasks.tokenizers import BOS
+from unforced.vocab import BOS
 
 PREFIX = "scheduled_sampling"
 

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from unforced.errors import UnforcedError
-from unforced.tasks.tokenizers import BOS, EOS, PAD, Tokenizer
+from unforced.vocab import BOS, EOS, PAD, Tokenizer
 
 Pair = tuple[str, str]
 # oracle(source, prefix of target token ids) -> the set of best next target token ids
