@@ -4,13 +4,23 @@
         name: str
         def loss(self, model, batch, step: int) -> StepOutput
 
+What a strategy may do beyond `loss` is declared by the small runtime-checkable Protocols below; the Trainer and
+the experiment test them with `isinstance`, never a strategy's name:
+
+    Stateful        state_dict() / load_state_dict(state): random generators, schedules; kept in checkpoints
+    TaskBound       bind(task) -> self: takes the task's decoder, metric or oracle before training
+    Observer        observe(figures): sees every validation evaluation (on every rank, the same figures)
+    BatchFilter     select(batch, step) -> Batch: the rows to train on at `step` (a curriculum)
+    WarmStarted     warm_start = True: named alone in a run, starts from the run's teacher-forced model
+    OwnOptimizers   extra_optimizers(): optimizers the strategy steps itself (a discriminator's), checkpointed
+
 The Trainer knows no strategy by name; it calls `loss`, steps the optimizer, and logs what `logs` holds.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import ClassVar, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +37,54 @@ class Strategy(Protocol):
     name: str
 
     def loss(self, model, batch, step: int) -> StepOutput: ...
+
+
+@runtime_checkable
+class Stateful(Protocol):
+    """Keeps state that a resumed run must restore (generators, adaptive schedules, counters)."""
+
+    def state_dict(self) -> dict: ...
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+@runtime_checkable
+class TaskBound(Protocol):
+    """Binds to the task before training: its target decoder, its metric as the reward, its oracle."""
+
+    def bind(self, task) -> TaskBound: ...
+
+
+@runtime_checkable
+class Observer(Protocol):
+    """Observes each validation evaluation (the dict of `diagnostics.evaluate`'s figures)."""
+
+    def observe(self, figures: dict) -> None: ...
+
+
+@runtime_checkable
+class BatchFilter(Protocol):
+    """Chooses the rows of each training batch to train on (a curriculum over difficulty)."""
+
+    def select(self, batch, step: int): ...
+
+
+@runtime_checkable
+class WarmStarted(Protocol):
+    """Fine-tunes a trained model: named alone in a run, it starts from the run's teacher-forced weights."""
+
+    warm_start: ClassVar[bool]
+
+
+@runtime_checkable
+class OwnOptimizers(Protocol):
+    """Steps optimizers of its own inside `loss` (a discriminator's); the Trainer checkpoints them."""
+
+    def extra_optimizers(self) -> dict[str, torch.optim.Optimizer]: ...
+
+
+def needs_warm_start(strategy_or_class) -> bool:
+    """Whether a strategy (instance or class) declares `warm_start = True`."""
+    return bool(getattr(strategy_or_class, "warm_start", False))
 
 
 def token_nll(logits: Tensor, gold: Tensor, mask: Tensor, label_smoothing: float = 0.0) -> Tensor:

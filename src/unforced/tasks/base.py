@@ -33,6 +33,15 @@ class Batch:
     def __len__(self) -> int:
         return self.source.shape[0]
 
+    def select(self, rows: Tensor) -> Batch:
+        """The rows whose indices `rows` (a 1-D long tensor) holds, padding columns cut to the longest kept
+        target."""
+        index = rows.tolist()
+        width = max(1, int(self.gold_mask[rows].sum(1).max())) if len(index) else 1
+        return Batch(self.source[rows], self.source_mask[rows], self.inputs[rows, :width], self.gold[rows, :width],
+                     self.gold_mask[rows, :width], [self.sources[i] for i in index],
+                     [self.references[i] for i in index])
+
     def slice(self, rows: slice) -> Batch:
         """The rows `rows` of this batch (padding columns kept)."""
         return Batch(self.source[rows], self.source_mask[rows], self.inputs[rows], self.gold[rows],
