@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from unforced.rollout import Greedy, rollout
+from unforced.rewards.corpus import corpus_score, short_references_warning
+from unforced.rollout import Greedy, beam_search, rollout
 from unforced.tasks.base import Task
 
 
@@ -30,48 +31,39 @@ class _Sums:
 
     def add(self, nll, wrong, mask):
         t = nll.shape[1]
-        self.nll[:t] += (nll * mask).sum(0).numpy()
-        self.errors[:t] += (wrong * mask).sum(0).numpy()
-        self.counts[:t] += mask.sum(0).numpy()
+        self.nll[:t] += (nll * mask).sum(0).cpu().numpy()
+        self.errors[:t] += (wrong * mask).sum(0).cpu().numpy()
+        self.counts[:t] += mask.sum(0).cpu().numpy()
 
 
 def corpus_metric(name: str, hypotheses: list[str], references: list[list[str]]) -> float:
-    """The task's sequence metric over a corpus: BLEU and chrF as sacrebleu gives them (0-100), WER and CER as
-    jiwer gives them (0-1, lower is better), exact match as a share (0-1)."""
-    if name == "exact_match":
-        return float(np.mean([h.split() == r[0].split() for h, r in zip(hypotheses, references, strict=True)]))
-    if name in ("bleu", "chrf"):
-        import sacrebleu
-
-        score = sacrebleu.corpus_bleu if name == "bleu" else sacrebleu.corpus_chrf
-        return float(score(hypotheses, [[r[0] for r in references]]).score)
-    if name in ("wer", "cer"):
-        import jiwer
-
-        measure = jiwer.wer if name == "wer" else jiwer.cer
-        return float(measure([r[0] for r in references], [h if h.strip() else "<empty>" for h in hypotheses]))
-    from unforced.errors import UnforcedError
-
-    raise UnforcedError(f"unknown metric {name!r}; known: exact_match, bleu, chrf, wer, cer")
+    """The task's sequence metric over a corpus, against every reference (`unforced.rewards.corpus`): BLEU and
+    chrF as sacrebleu gives them (0-100), WER and CER as jiwer gives them (0-1, lower is better), CIDEr-D as the
+    COCO evaluation gives it, exact match as a share (0-1)."""
+    return corpus_score(name, hypotheses, references).value
 
 
 def _decode(tokenizer, rows) -> list[str]:
-    return [tokenizer.decode(row) for row in rows.tolist()]
+    return [tokenizer.decode(row) for row in rows.cpu().tolist()]
 
 
 @torch.no_grad()
 def evaluate(model, task: Task, split: str = "test", batch_size: int = 64, limit: int | None = None,
-             max_decode_len: int | None = None, limits: dict | None = None) -> dict:
+             max_decode_len: int | None = None, limits: dict | None = None, beam_size: int = 0) -> dict:
     """Teacher-forced and free-running figures of `model` on `split`: the `results.json` entry of one strategy
-    (without train_seconds)."""
+    (without train_seconds). Every metric scores against all of each example's references. With `beam_size`,
+    the free-running metric of a beam search of that width too (`metric.fr_beam`)."""
     was_training = model.training
     model.eval()
+    device = next(model.parameters()).device
     limits = limits or {}
     width = (limits.get("max_target_len") or max(len(task.target_tokenizer.encode(t)) + 1
                                                   for _, t in task.split(split)[:limit]))
     forced_sums, free_sums = _Sums.empty(width), _Sums.empty(width)
-    tf_hyps, fr_hyps, refs = [], [], []
+    budget = max_decode_len or model.config.max_target_len
+    tf_hyps, fr_hyps, beam_hyps, refs = [], [], [], []
     for batch in task.batches(split, batch_size, limit=limit, **limits):
+        batch = batch.to(device)
         memory = model.encode(batch.source, batch.source_mask)
         mask = batch.gold_mask.float()
         logits = model.forced(memory, batch.inputs).logits  # (batch, time, vocab)
@@ -82,14 +74,17 @@ def evaluate(model, task: Task, split: str = "test", batch_size: int = 64, limit
         # One greedy rollout serves both: it runs past the gold width (and past <eos>) so the decoded hypothesis
         # is not cut short, and its first gold-width steps score the gold tokens along the model's own path.
         gold_width = batch.gold.shape[1]
-        # Capped at the model's longest target (+1 for <eos>): Transformers have no positions past it.
-        decode_len = max(min(max_decode_len or int(gold_width * 1.5 + 5), model.config.max_target_len + 1),
-                         gold_width)
+        # The budget is the model's (its longest target, <eos> included), never the batch's: a budget taken from
+        # the gold width would leak the reference length into the free-running metric.
+        decode_len = max(budget, gold_width)
         free = rollout(model, memory, Greedy(), max_len=decode_len, batch_size=len(batch), stop_at_eos=False,
                        keep_hidden=False)
         free_log_probs = free.logits[:, :gold_width].float().log_softmax(-1)
         free_nll = -free_log_probs.gather(2, batch.gold.unsqueeze(-1)).squeeze(-1)
         free_sums.add(free_nll, (free.tokens[:, :gold_width] != batch.gold).float(), mask)
+        if beam_size:
+            beam, _ = beam_search(model, memory, beam_size, decode_len, len(batch))
+            beam_hyps += _decode(task.target_tokenizer, beam)
         tf_hyps += _decode(task.target_tokenizer, choice)
         fr_hyps += _decode(task.target_tokenizer, free.tokens)
         refs += batch.references
@@ -99,6 +94,16 @@ def evaluate(model, task: Task, split: str = "test", batch_size: int = 64, limit
     total = forced_sums.counts.sum()
     tf_nll = float(forced_sums.nll.sum() / total)
     fr_nll = float(free_sums.nll.sum() / total)
+    free_score = corpus_score(task.metric, fr_hyps, refs)
+    metric = {"name": task.metric, "tf": corpus_metric(task.metric, tf_hyps, refs), "fr": free_score.value,
+              "signature": free_score.signature, "nrefs": max((len(r) for r in refs), default=0),
+              "decode": f"greedy,budget={budget}"}
+    if beam_size:
+        metric["fr_beam"] = corpus_metric(task.metric, beam_hyps, refs)
+        metric["beam_size"] = beam_size
+    warning = short_references_warning(task.metric, refs)
+    if warning:
+        metric["warning"] = warning
     return {
         "tf_nll": tf_nll,
         "fr_nll": fr_nll,
@@ -106,8 +111,7 @@ def evaluate(model, task: Task, split: str = "test", batch_size: int = 64, limit
         "gap_pct": 100.0 * (fr_nll - tf_nll) / tf_nll if tf_nll > 0 else float("nan"),
         "tf_token_acc": float(1 - forced_sums.errors.sum() / total),
         "fr_token_acc": float(1 - free_sums.errors.sum() / total),
-        "metric": {"name": task.metric, "tf": corpus_metric(task.metric, tf_hyps, refs),
-                   "fr": corpus_metric(task.metric, fr_hyps, refs)},
+        "metric": metric,
         "per_position": {
             "tf_nll": (forced_sums.nll / counts)[keep].tolist(),
             "fr_nll": (free_sums.nll / counts)[keep].tolist(),
@@ -115,7 +119,7 @@ def evaluate(model, task: Task, split: str = "test", batch_size: int = 64, limit
             "fr_error": (free_sums.errors / counts)[keep].tolist(),
             "count": forced_sums.counts[keep].astype(int).tolist(),
         },
-        "examples": [{"reference": r[0], "teacher_forced": t, "free_running": f}
+        "examples": [{"reference": r[0], "references": len(r), "teacher_forced": t, "free_running": f}
                      for r, t, f in list(zip(refs, tf_hyps, fr_hyps, strict=True))[:5]],
     }
 

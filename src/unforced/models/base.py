@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from unforced.errors import UnforcedError
+from unforced.models.sources import SOURCE_KINDS
 
 MODEL_KINDS = ("gru", "lstm", "transformer", "decoder_only", "hf")
 
@@ -31,7 +32,12 @@ class ModelConfig:
     Parameters:
         kind: one of "gru", "lstm" (encoder-decoder with Luong attention), "transformer" (encoder-decoder) or
             "decoder_only" (a Transformer language model that reads the source as a prefix).
-        source_vocab, target_vocab: vocabulary sizes (decoder-only models use one shared vocabulary).
+        source: what the encoder reads: "text" (token ids), "audio" (log-mel frames) or "image" (pixels); the
+            front end of that kind (`models.sources`) feeds the encoder body, so any source works with any
+            encoder-decoder kind. Decoder-only and HF models read text.
+        source_vocab: source vocabulary size (text sources). source_features: mel bins (audio) or channels
+            (image). A task's codec gives both (`SourceCodec.model_options`).
+        target_vocab: target vocabulary size (decoder-only models use one shared vocabulary).
         embedding: token embedding width (RNNs); Transformers use `hidden` for both.
         hidden: RNN hidden size, or Transformer d_model.
         layers: RNN layers, or Transformer layers on each side.
@@ -44,7 +50,9 @@ class ModelConfig:
     """
 
     kind: str = "gru"
+    source: str = "text"
     source_vocab: int = 0
+    source_features: int = 0
     target_vocab: int = 0
     embedding: int = 128
     hidden: int = 256
@@ -65,7 +73,13 @@ class ModelConfig:
             return
         if self.feedforward is not None and self.feedforward < 1:
             raise UnforcedError(f"model.feedforward must be at least 1, got {self.feedforward}")
-        for name in ("source_vocab", "target_vocab", "embedding", "hidden", "layers", "heads", "max_source_len",
+        if self.source not in SOURCE_KINDS:
+            raise UnforcedError(f"model.source must be one of {', '.join(SOURCE_KINDS)}, got {self.source!r}")
+        if self.source != "text" and self.kind == "decoder_only":
+            raise UnforcedError(f"model.kind 'decoder_only' reads text sources only, not {self.source!r}: use "
+                                f"an encoder-decoder kind (gru, lstm, transformer)")
+        source_size = "source_vocab" if self.source == "text" else "source_features"
+        for name in (source_size, "target_vocab", "embedding", "hidden", "layers", "heads", "max_source_len",
                      "max_target_len"):
             if getattr(self, name) < 1:
                 raise UnforcedError(f"model.{name} must be at least 1, got {getattr(self, name)}")
@@ -80,6 +94,14 @@ class Forced:
     logits: Tensor  # (batch, time, vocab)
     hidden: Tensor  # (batch, time, hidden)
     attention: Tensor | None = None  # (batch, time, source) where the model has cross-attention
+
+
+@dataclass
+class EncoderOutput:
+    """What an encoder gives a decoder: one state per source position and which positions are real."""
+
+    states: Tensor  # (batch, source, hidden)
+    mask: Tensor  # (batch, source) True on real positions
 
 
 class SequenceModel(Protocol):

@@ -13,7 +13,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from unforced.models.base import Forced, ModelConfig
+from unforced.models.base import EncoderOutput, Forced, ModelConfig
+from unforced.models.sources import build_front_end
 from unforced.vocab import PAD
 
 
@@ -32,7 +33,8 @@ class RNNSeq2Seq(nn.Module):
         cell = nn.GRU if config.kind == "gru" else nn.LSTM
         self.is_lstm = config.kind == "lstm"
         h, e = config.hidden, config.embedding
-        self.source_embedding = nn.Embedding(config.source_vocab, e, padding_idx=PAD)
+        # The source front end (a token embedding for text, a conv stack for audio or images) feeds the encoder.
+        self.source_embedding = build_front_end(config.source, e, config.source_vocab, config.source_features)
         self.target_embedding = nn.Embedding(config.target_vocab, e, padding_idx=PAD)
         self.encoder = cell(e, h // 2 if h > 1 else 1, config.layers, batch_first=True, bidirectional=True,
                             dropout=config.dropout if config.layers > 1 else 0.0)
@@ -52,18 +54,23 @@ class RNNSeq2Seq(nn.Module):
     def output_embedding(self) -> Tensor:
         return self.target_embedding.weight
 
-    def encode(self, source: Tensor, source_mask: Tensor) -> RNNMemory:
+    def encode_source(self, source: Tensor, source_mask: Tensor) -> EncoderOutput:
+        """The encoder alone: front end, then the bidirectional RNN; states projected to the decoder size."""
+        embedded, source_mask = self.source_embedding.encode(source, source_mask)  # (batch, S, embedding)
         lengths = source_mask.sum(1).clamp(min=1).cpu()
-        embedded = self.dropout(self.source_embedding(source))  # (batch, source, embedding)
-        packed = pack_padded_sequence(embedded, lengths, batch_first=True, enforce_sorted=False)
+        packed = pack_padded_sequence(self.dropout(embedded), lengths, batch_first=True, enforce_sorted=False)
         out, _ = self.encoder(packed)
-        out, _ = pad_packed_sequence(out, batch_first=True, total_length=source.shape[1])
-        states = torch.tanh(self.bridge(out))  # (batch, source, hidden)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=embedded.shape[1])
+        return EncoderOutput(states=torch.tanh(self.bridge(out)), mask=source_mask)  # (batch, S, hidden)
+
+    def encode(self, source: Tensor, source_mask: Tensor) -> RNNMemory:
+        encoded = self.encode_source(source, source_mask)
+        states = encoded.states
         # A source with no tokens still attends to position 0 (a padding state) rather than softmaxing nothing.
-        mask = source_mask.bool().clone()
+        mask = encoded.mask.bool().clone()
         mask[:, 0] |= ~mask.any(1)
         pooled = (states * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
-        initial = torch.tanh(self.init_state(pooled)).view(source.shape[0], self.config.layers, -1)
+        initial = torch.tanh(self.init_state(pooled)).view(states.shape[0], self.config.layers, -1)
         return RNNMemory(states=states, keys=self.attention(states), mask=mask, initial=initial)
 
     def _initial_state(self, memory: RNNMemory):

@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from unforced.errors import UnforcedError
-from unforced.models.base import Forced, ModelConfig
+from unforced.models.base import EncoderOutput, Forced, ModelConfig
+from unforced.models.sources import build_front_end
 from unforced.vocab import PAD
 
 
@@ -103,7 +104,7 @@ class Transformer(nn.Module):
         self.position_embedding = nn.Embedding(positions, w)
         # The decoder-only model embeds its source prefix with a table of its own, so source and target
         # vocabularies may differ; everything after the embedding is the one causal stack.
-        self.source_embedding = nn.Embedding(config.source_vocab, w, padding_idx=PAD)
+        self.source_embedding = build_front_end(config.source, w, config.source_vocab, config.source_features)
         if not self.decoder_only:
             self.source_positions = nn.Embedding(config.max_source_len, w)
             self.encoder = nn.ModuleList(
@@ -116,7 +117,10 @@ class Transformer(nn.Module):
         self.output.weight = self.token_embedding.weight  # tied, as in most Transformer LMs
         # N(0, 1/width) rather than nn.Embedding's N(0, 1): tied to the output, the default makes the first
         # logits' spread ~sqrt(width) (cross-entropy ~500 against ln V ~9 at the reference size).
-        for table in (self.token_embedding, self.source_embedding, self.position_embedding):
+        tables = [self.token_embedding, self.position_embedding]
+        if isinstance(self.source_embedding, nn.Embedding):
+            tables.append(self.source_embedding)
+        for table in tables:
             nn.init.normal_(table.weight, std=w**-0.5)
             if table.padding_idx is not None:
                 nn.init.zeros_(table.weight[table.padding_idx])
@@ -129,17 +133,29 @@ class Transformer(nn.Module):
     def output_embedding(self) -> Tensor:
         return self.token_embedding.weight
 
-    def encode(self, source: Tensor, source_mask: Tensor) -> TransformerMemory:
-        mask = source_mask.bool()
-        if self.decoder_only:
-            return TransformerMemory(states=None, mask=mask, source=source)
-        positions = torch.arange(source.shape[1], device=source.device)
-        x = self.dropout(self.source_embedding(source) * self.scale + self.source_positions(positions))
+    def encode_source(self, source: Tensor, source_mask: Tensor) -> EncoderOutput:
+        """The encoder alone: front end, positions (unless the front end brings its own), the stack."""
+        x, mask = self.source_embedding.encode(source, source_mask)  # (batch, S, width)
+        length = x.shape[1]
+        if isinstance(self.source_embedding, nn.Embedding):
+            x = x * self.scale
+        if not self.source_embedding.has_positions:
+            if length > self.source_positions.num_embeddings:
+                raise UnforcedError(f"source of {length} positions is longer than the model allows "
+                                    f"({self.source_positions.num_embeddings}): raise model.max_source_len")
+            x = x + self.source_positions(torch.arange(length, device=x.device))
+        x = self.dropout(x)
         # Each query may attend to itself, so an all-padding row never softmaxes over nothing.
-        attend = mask[:, None, None, :] | torch.eye(source.shape[1], dtype=torch.bool, device=source.device)
+        attend = mask[:, None, None, :] | torch.eye(length, dtype=torch.bool, device=x.device)
         for block in self.encoder:
             x, _ = block(x, attend)
-        return TransformerMemory(states=self.encoder_norm(x), mask=mask)
+        return EncoderOutput(states=self.encoder_norm(x), mask=mask)
+
+    def encode(self, source: Tensor, source_mask: Tensor) -> TransformerMemory:
+        if self.decoder_only:
+            return TransformerMemory(states=None, mask=source_mask.bool(), source=source)
+        encoded = self.encode_source(source, source_mask)
+        return TransformerMemory(states=encoded.states, mask=encoded.mask)
 
     def _cross(self, memory: TransformerMemory) -> list[tuple[Tensor, Tensor]] | None:
         if self.decoder_only:

@@ -28,6 +28,7 @@ from rapidfuzz.distance import Levenshtein  # rapidfuzz comes with jiwer, which 
 from unforced.errors import UnforcedError
 from unforced.rewards.batch import check_batch as _check_batch
 from unforced.rewards.cider import Cider, CiderD
+from unforced.rewards.corpus import reference_streams
 
 Reward = Callable[[list[str], list[list[str]]], np.ndarray]
 
@@ -114,18 +115,12 @@ def chrf(hypotheses: list[str], references: list[list[str]]) -> np.ndarray:
     return sentence_chrf(hypotheses, references) / 100.0
 
 
-def _reference_streams(references: list[list[str]]) -> list[list[str | None]]:
-    # sacrebleu wants one stream per reference position; None pads hypotheses that have fewer references.
-    width = max((len(refs) for refs in references), default=0)
-    return [[refs[k] if k < len(refs) else None for refs in references] for k in range(width)]
-
-
 def corpus_bleu(hypotheses: list[str], references: list[list[str]]) -> float:
     """Corpus BLEU, `sacrebleu.corpus_bleu` (statistics summed over the corpus before the geometric mean), 0-100."""
     import sacrebleu
 
     _check_batch(hypotheses, references)
-    return float(sacrebleu.corpus_bleu(hypotheses, _reference_streams(references)).score)
+    return float(sacrebleu.corpus_bleu(hypotheses, reference_streams(references)).score)
 
 
 def corpus_chrf(hypotheses: list[str], references: list[list[str]]) -> float:
@@ -133,7 +128,7 @@ def corpus_chrf(hypotheses: list[str], references: list[list[str]]) -> float:
     import sacrebleu
 
     _check_batch(hypotheses, references)
-    return float(sacrebleu.corpus_chrf(hypotheses, _reference_streams(references)).score)
+    return float(sacrebleu.corpus_chrf(hypotheses, reference_streams(references)).score)
 
 
 # --- WER, CER, edit distance, exact match --------------------------------------------------------------------
