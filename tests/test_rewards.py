@@ -480,3 +480,40 @@ def test_malformed_batches_raise_user_errors():
         sentence_wer(["a"], [[]])
     with pytest.raises(UnforcedError, match="empty"):
         CiderD([])
+
+
+# --- corpus metrics in results (every reference) -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("nrefs", [1, 2, 3, 4, 5])
+def test_results_corpus_metrics_equal_sacrebleu_and_pycocoevalcap_with_every_reference(nrefs):
+    from unforced.rewards.corpus import corpus_score
+
+    hypotheses, references = random_captions(random.Random(nrefs), 80, min_refs=nrefs, max_refs=nrefs)
+    streams = [[refs[k] for refs in references] for k in range(nrefs)]
+    bleu = corpus_score("bleu", hypotheses, references)
+    assert bleu.value == pytest.approx(sacrebleu.corpus_bleu(hypotheses, streams).score, abs=1e-9)
+    assert f"nrefs:{nrefs}" in bleu.signature and bleu.signature.startswith("BLEU|")
+    assert corpus_score("chrf", hypotheses, references).value == pytest.approx(
+        sacrebleu.corpus_chrf(hypotheses, streams).score, abs=1e-9)
+    cider = corpus_score("cider_d", hypotheses, references)
+    assert cider.value == pytest.approx(float(np.mean(pycocoevalcap_cider(hypotheses, references))), abs=1e-6)
+    assert f"nrefs:{nrefs}" in cider.signature
+
+
+def test_a_corpus_score_uses_the_later_references_too():
+    from unforced.rewards.corpus import corpus_score
+
+    hypotheses = ["the cat sat on the mat today", "a dog ran in the park at noon"]
+    first_only = [["one two three four five six"], ["seven eight nine ten eleven"]]
+    with_match = [refs + [h] for refs, h in zip(first_only, hypotheses, strict=True)]
+    for name in ("bleu", "chrf", "cider_d", "exact_match"):
+        assert corpus_score(name, hypotheses, with_match).value > corpus_score(name, hypotheses, first_only).value
+
+
+def test_short_references_warn_for_corpus_bleu():
+    from unforced.rewards.corpus import short_references_warning
+
+    assert short_references_warning("bleu", [["uno dos"], ["tres"], ["a b c d e"]]) is not None
+    assert short_references_warning("bleu", [["a b c d e"], ["f g h i j"], ["x"]]) is None
+    assert short_references_warning("chrf", [["uno"]]) is None

@@ -428,3 +428,84 @@ def test_random_lines_shuffled_into_a_file():
         path = write(Path(directory), "many.tsv", "\n".join(lines))
         with pytest.raises(UnforcedError, match=rf":{bad[0] + 1}:"):
             read_pairs(path)
+
+
+# --- every reference, and manifests of audio and images ---------------------------------------------------
+
+
+def test_jsonl_target_lists_train_on_the_first_and_score_against_all(tmp_path):
+    from unforced.diagnostics import evaluate
+    from unforced.models import ModelConfig, build_model
+
+    lines = [json.dumps({"source": f"s{i} s{i % 3}", "target": [f"t{i % 4} x y z", f"t{i % 5} other words here",
+                                                                 f"u{i % 2} v w"][: 1 + i % 3]})
+             for i in range(30)]
+    task = get_task(str(write(tmp_path, "multi.jsonl", "\n".join(lines) + "\n")))
+    every = task.train + task.valid + task.test
+    assert sorted(len(e.references) for e in every) == sorted(1 + i % 3 for i in range(30))
+    batch = task.collate(task.test)
+    assert batch.references == [list(e.references) for e in task.test]
+    first = task.target_tokenizer.decode(batch.gold[0].tolist())
+    assert first == task.test[0].references[0]  # teacher forcing trains on the first reference
+    source, target = task.longest()
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(kind="gru", source_vocab=task.source_tokenizer.vocab_size,
+                                    target_vocab=task.target_tokenizer.vocab_size, embedding=8, hidden=8,
+                                    max_source_len=source, max_target_len=target))
+    figures = evaluate(model, task, "test")
+    assert figures["metric"]["nrefs"] == max(len(e.references) for e in task.test) > 1
+    ragged = len({len(e.references) for e in task.test}) > 1  # sacrebleu's own signature then says "var"
+    nrefs = "var" if ragged else figures["metric"]["nrefs"]
+    assert f"nrefs:{nrefs}" in figures["metric"]["signature"]
+    assert [row["references"] for row in figures["examples"]] == [len(e.references) for e in task.test[:5]]
+
+
+def test_a_reference_list_must_hold_strings(tmp_path):
+    path = write(tmp_path, "bad.jsonl", json.dumps({"source": "a", "target": ["ok", 3]}) + "\n")
+    with pytest.raises(UnforcedError, match="bad.jsonl:1: 'target' must be a string or a non-empty list"):
+        get_task(str(path))
+
+
+def _wav(path, seconds: float, rate: int = 16000) -> None:
+    import wave
+
+    import numpy as np
+
+    samples = (0.3 * np.sin(np.arange(int(rate * seconds)) * 0.1) * 32767).astype(np.int16)
+    with wave.open(str(path), "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(rate)
+        handle.writeframes(samples.tobytes())
+
+
+def test_speech_manifest_reads_audio_relative_to_itself(tmp_path):
+    (tmp_path / "clips").mkdir()
+    rows = []
+    for i in range(6):
+        _wav(tmp_path / "clips" / f"{i}.wav", 0.1 + 0.05 * i)
+        rows.append(json.dumps({"audio": f"clips/{i}.wav", "text": f"word{i} and more",
+                                "split": ("train", "train", "train", "train", "valid", "test")[i]}))
+    task = get_task(str(write(tmp_path, "speech.jsonl", "\n".join(rows) + "\n")))
+    assert task.metric == "wer" and task.source_codec.kind == "audio" and len(task.train) == 4
+    batch = task.collate(task.train)
+    assert batch.source.shape[0] == 4 and batch.source.shape[2] == 80 and batch.source.dtype == torch.float32
+    assert batch.source_mask.sum(1).tolist() == [task.source_codec.length(e.source) for e in task.train]
+    csv_rows = "audio,text\n" + "".join(f"clips/{i}.wav,word{i}\n" for i in range(6))
+    assert get_task(str(write(tmp_path, "speech.csv", csv_rows))).source_codec.kind == "audio"
+    missing = write(tmp_path, "missing.jsonl", json.dumps({"audio": "clips/none.wav", "text": "x"}) + "\n")
+    with pytest.raises(UnforcedError, match="missing.jsonl:1: audio file clips/none.wav not found"):
+        get_task(str(missing))
+
+
+def test_caption_manifest_has_every_caption_as_a_reference(tmp_path):
+    from PIL import Image
+
+    rows = []
+    for i in range(5):
+        Image.new("RGB", (12, 10), (40 * i, 0, 0)).save(tmp_path / f"{i}.png")
+        rows.append(json.dumps({"image": f"{i}.png", "captions": [f"a red square {i}", f"square number {i}"]}))
+    task = get_task(str(write(tmp_path, "captions.jsonl", "\n".join(rows) + "\n")), image_size=16)
+    assert task.metric == "cider_d" and task.source_codec.kind == "image"
+    batch = task.collate(task.train)
+    assert batch.source.shape[1:] == (3, 16, 16) and all(len(r) == 2 for r in batch.references)

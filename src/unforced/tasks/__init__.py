@@ -1,5 +1,6 @@
-"""Tasks: a plain dict registry of names to builders, plus any local pairs file (`.tsv` / `.jsonl`) or table
-with named columns (`.csv`, or any of them given `source_column` / `target_column`)."""
+"""Tasks: a plain dict registry of names to builders, plus any local pairs file (`.tsv` / `.jsonl`), table with
+named columns (`.csv`, or any of them given `source_column` / `target_column`), or manifest of audio or images
+(`.jsonl` / `.csv` with an `audio` or `image` field)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from unforced.errors import UnforcedError
-from unforced.tasks.base import Batch, Pair, Task
+from unforced.tasks.base import Batch, Example, Pair, Task
 from unforced.tasks.bible import bible_task
 from unforced.tasks.files import file_task
+from unforced.tasks.manifests import manifest_kind, manifest_task
 from unforced.tasks.synthetic import addition_task, copy_task, reverse_task, sort_task, toy_translation_task
 from unforced.tasks.tables import table_task
 
@@ -57,6 +59,13 @@ def get_task(name: str, **options) -> Task:
     if name.endswith((".tsv", ".jsonl", ".csv")) or Path(name).exists():
         if not Path(name).exists():
             raise UnforcedError(f"data file {name} does not exist")
+        if manifest_kind(name):
+            allowed = {"tokenizer", "vocab_size", "seed", "metric", "sample_rate", "mels", "image_size"}
+            unknown = sorted(set(options) - allowed)
+            if unknown:
+                raise UnforcedError(f"a manifest task has no option(s) {', '.join(unknown)}; "
+                                    f"known: {', '.join(sorted(allowed))}")
+            return manifest_task(name, **options)
         # A .csv, or any table given column names, has a header row of named columns; a plain .tsv/.jsonl is
         # the headerless pairs format.
         named = name.endswith(".csv") or bool(set(options) & TABLE_COLUMNS)
@@ -70,4 +79,4 @@ def get_task(name: str, **options) -> Task:
                         f"file")
 
 
-__all__ = ["TASKS", "DEFAULT_TASK", "Batch", "Pair", "Task", "get_task", "task_options"]
+__all__ = ["TASKS", "DEFAULT_TASK", "Batch", "Example", "Pair", "Task", "get_task", "task_options"]
