@@ -509,3 +509,12 @@ def test_caption_manifest_has_every_caption_as_a_reference(tmp_path):
     assert task.metric == "cider_d" and task.source_codec.kind == "image"
     batch = task.collate(task.train)
     assert batch.source.shape[1:] == (3, 16, 16) and all(len(r) == 2 for r in batch.references)
+
+
+def test_swapping_the_source_tokenizer_swaps_what_the_codec_encodes():
+    from unforced.tasks.tokenizers import VocabTokenizer
+    task = get_task("copy", size=20, length=4, seed=0)
+    other = VocabTokenizer(list("zyxwvutsrqponmlkjihgfedcba"), "char")
+    task.source_tokenizer = other
+    batch = task.collate(task.train[:1])
+    assert batch.source[0, : len(task.train[0][0])].tolist() == other.encode(task.train[0][0])

@@ -133,6 +133,14 @@ class Task:
                 raise UnforcedError(f"task {self.name!r} needs a source codec or a source tokenizer")
             self.source_codec = TextCodec(self.source_tokenizer)
 
+    def __setattr__(self, name: str, value) -> None:
+        super().__setattr__(name, value)
+        # A text task's codec reads its source tokenizer: swapping the tokenizer (a saved run's, an HF model's)
+        # swaps what the codec encodes with.
+        if name == "source_tokenizer" and value is not None and isinstance(getattr(self, "source_codec", None),
+                                                                          TextCodec):
+            super().__setattr__("source_codec", TextCodec(value))
+
     def split(self, name: str) -> list[Example]:
         if name not in ("train", "valid", "test"):
             raise UnforcedError(f"unknown split {name!r}; known: train, valid, test")
