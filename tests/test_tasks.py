@@ -518,3 +518,15 @@ def test_swapping_the_source_tokenizer_swaps_what_the_codec_encodes():
     task.source_tokenizer = other
     batch = task.collate(task.train[:1])
     assert batch.source[0, : len(task.train[0][0])].tolist() == other.encode(task.train[0][0])
+
+
+def test_synthetic_examples_carry_their_own_difficulty():
+    addition = get_task("addition", size=50, length=4, seed=0)
+    for example in addition.train[:20]:
+        left, right = example.source.split(" + ")
+        assert example.difficulty == max(len(left.split()), len(right.split()))
+    batch = addition.collate(addition.train[:8])
+    assert batch.difficulty.tolist() == [float(e.difficulty) for e in addition.train[:8]]
+    assert all(e.difficulty == len(e.source.split()) for e in get_task("reverse", size=30).train)
+    pairs = get_task("toy-translation", size=30).train
+    assert all(e.difficulty == len(e.source.split()) for e in pairs)

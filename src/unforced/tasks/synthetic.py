@@ -1,5 +1,8 @@
 """Synthetic tasks with exact oracles: copy, reverse, sort, addition, and a toy translation grammar.
 
+Each example carries a difficulty for the easy-to-hard curriculum: the number of source symbols (copy, reverse,
+sort), the digits of the longer operand (addition), the words of the source sentence (toy translation).
+
 Each algorithmic task has a length knob (`length`: the longest source, `min_length`: the shortest) and an oracle
 that names the best next tokens after any prefix, mistakes included:
 - copy, reverse, addition: the reference token at the prefix's position (optimal under a per-position cost);
@@ -12,7 +15,7 @@ import random
 from collections import Counter
 
 from unforced.errors import UnforcedError
-from unforced.tasks.base import Pair, Task, deterministic_split
+from unforced.tasks.base import Example, Pair, Task, deterministic_split
 from unforced.tasks.tokenizers import EOS, VocabTokenizer
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
@@ -61,7 +64,8 @@ def _symbol_task(name: str, solve, description: str, length: int = 10, min_lengt
         source = " ".join(rng.choice(alphabet) for _ in range(rng.randint(min_length, length)))
         return source, solve(source)
 
-    train, valid, test = deterministic_split(_unique_pairs(make, size, random.Random(seed)), seed)
+    pairs = [Example(s, t, difficulty=len(s.split())) for s, t in _unique_pairs(make, size, random.Random(seed))]
+    train, valid, test = deterministic_split(pairs, seed)
     tokenizer = VocabTokenizer(list(alphabet), "word")
     task = Task(name=name, train=train, valid=valid, test=test, source_tokenizer=tokenizer,
                 target_tokenizer=tokenizer, metric="exact_match", description=description,
@@ -108,7 +112,9 @@ def addition_task(length: int = 5, min_length: int = 1, size: int = 5000, seed: 
         source = " ".join(number()) + " + " + " ".join(number())
         return source, solve(source)
 
-    train, valid, test = deterministic_split(_unique_pairs(make, size, random.Random(seed)), seed)
+    pairs = [Example(s, t, difficulty=max(len(side.split()) for side in s.split(" + ")))
+             for s, t in _unique_pairs(make, size, random.Random(seed))]
+    train, valid, test = deterministic_split(pairs, seed)
     tokenizer = VocabTokenizer(list("0123456789+"), "word")
     task = Task(name="addition", train=train, valid=valid, test=test, source_tokenizer=tokenizer,
                 target_tokenizer=tokenizer, metric="exact_match", description="add two numbers, digit by digit",
@@ -162,7 +168,7 @@ def toy_translation_task(size: int = 8000, seed: int = 0) -> Task:
         target = (f"{ADVERBS[adverb]} " if adverb else "") + f"{subject_es} {object_es} {target_verb}"
         return source, target
 
-    pairs = _unique_pairs(make, size, random.Random(seed))
+    pairs = [Example(s, t, difficulty=len(s.split())) for s, t in _unique_pairs(make, size, random.Random(seed))]
     train, valid, test = deterministic_split(pairs, seed)
     source_tok = VocabTokenizer.train([s for s, _ in pairs], "word")
     target_tok = VocabTokenizer.train([t for _, t in pairs], "word")
