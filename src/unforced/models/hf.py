@@ -275,7 +275,21 @@ class HFTokenizerAdapter:
         return self._tok.decode(kept, skip_special_tokens=True)
 
     def to_json(self) -> str:
-        return json.dumps({"kind": "hf", "name_or_path": self.name_or_path})
+        """The tokenizer itself, not a pointer to the model: a fast tokenizer's own JSON (`tokenizers`'s
+        `to_str()`), the id permutation and the decode clean-up, which `tasks.tokenizers.tokenizer_from_json`
+        reads back as a `SavedHFTokenizer` that encodes and decodes the same, without loading transformers or the
+        model. A slow (Python) tokenizer has no such JSON: its record names the model directory only."""
+        backend = getattr(self._tok, "backend_tokenizer", None)
+        if backend is None:
+            return json.dumps({"kind": "hf", "name_or_path": self.name_or_path})
+        # transformers skips its clean-up for BPE models unless forced (tokenization_utils_tokenizers._decode)
+        clean_up = bool(getattr(self._tok, "clean_up_tokenization_spaces", False)) and not (
+            type(backend.model).__name__ == "BPE"
+            and not getattr(self._tok, "clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output",
+                            False))
+        return json.dumps({"kind": "hf", "name_or_path": self.name_or_path, "tokenizer": backend.to_str(),
+                           "library_to_model": self._to_model, "vocab_size": self.vocab_size,
+                           "clean_up_tokenization_spaces": clean_up})
 
 
 def _add_missing_specials(model, tokenizer) -> None:

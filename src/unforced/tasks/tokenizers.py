@@ -99,6 +99,60 @@ class BPETokenizer:
         return json.dumps({"kind": "bpe", "tokenizer": self._tok.to_str()})
 
 
+CLEAN_UP = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"), (" 'm", "'m"),
+            (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"))  # transformers' clean_up_tokenization, in order
+
+
+class SavedHFTokenizer:
+    """A Hugging Face model's fast tokenizer read back from its own JSON (HFTokenizerAdapter.to_json), in library
+    ids: it encodes and decodes as the adapter does, without transformers or the model.
+
+    encode: the tokenizer's ids without added specials, mapped through the inverse of `library_to_model`.
+    decode: library ids up to the first <eos>, pad and bos dropped, mapped to the model's ids, decoded with the
+    special tokens skipped and, where the adapter's tokenizer did, transformers' clean-up of spaces.
+    """
+
+    kind = "hf"
+
+    def __init__(self, tokenizer, library_to_model: list[int] | None, vocab_size: int,
+                 clean_up_tokenization_spaces: bool = False, name_or_path: str | None = None):
+        self._tok = tokenizer
+        self.vocab_size = vocab_size
+        self.name_or_path = name_or_path
+        self.clean_up_tokenization_spaces = clean_up_tokenization_spaces
+        self._to_model = None if library_to_model is None else [int(i) for i in library_to_model]
+        self._to_library = None
+        if self._to_model is not None:
+            self._to_library = [0] * len(self._to_model)
+            for library_id, model_id in enumerate(self._to_model):
+                self._to_library[model_id] = library_id
+
+    def encode(self, text: str) -> list[int]:
+        ids = self._tok.encode(text, add_special_tokens=False).ids
+        return ids if self._to_library is None else [self._to_library[i] for i in ids]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        kept = []
+        for i in ids:  # not _strip: library id 3 may be an ordinary token of this model
+            i = int(i)
+            if i == EOS:
+                break
+            if i not in (PAD, BOS) and 0 <= i < self.vocab_size:
+                kept.append(i)
+        if self._to_model is not None:
+            kept = [self._to_model[i] for i in kept]
+        text = self._tok.decode(kept, skip_special_tokens=True)
+        if self.clean_up_tokenization_spaces:
+            for before, after in CLEAN_UP:
+                text = text.replace(before, after)
+        return text
+
+    def to_json(self) -> str:
+        return json.dumps({"kind": "hf", "name_or_path": self.name_or_path, "tokenizer": self._tok.to_str(),
+                           "library_to_model": self._to_model, "vocab_size": self.vocab_size,
+                           "clean_up_tokenization_spaces": self.clean_up_tokenization_spaces})
+
+
 def train_tokenizer(texts: Iterable[str], kind: str, vocab_size: int | None = None) -> Tokenizer:
     """Train a tokenizer of `kind` ('char', 'word' or 'bpe') on `texts`."""
     if kind == "bpe":
@@ -112,12 +166,15 @@ def tokenizer_from_json(text: str) -> Tokenizer:
     try:
         data = json.loads(text)
         if data["kind"] == "hf":
-            from unforced.models.hf import load_hf_model
+            if "tokenizer" not in data:
+                raise UnforcedError(f"saved tokenizer of {data.get('name_or_path')!r} is a slow (Python) tokenizer "
+                                    f"or from an older version: only a fast tokenizer's JSON is kept in a run; "
+                                    f"train the run again with a fast tokenizer saved beside the model")
+            from tokenizers import Tokenizer as HFTokenizer
 
-            tokenizer = load_hf_model(data["name_or_path"]).tokenizer
-            if tokenizer is None:
-                raise UnforcedError(f"{data['name_or_path']}: no tokenizer saved beside the model")
-            return tokenizer
+            return SavedHFTokenizer(HFTokenizer.from_str(data["tokenizer"]), data.get("library_to_model"),
+                                    int(data["vocab_size"]), bool(data.get("clean_up_tokenization_spaces")),
+                                    data.get("name_or_path"))
         if data["kind"] == "bpe":
             from tokenizers import Tokenizer as HFTokenizer
 
