@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from unforced.diagnostics.measures import PathSums
 from unforced.rewards.corpus import corpus_score, short_references_warning
 from unforced.rollout import Greedy, beam_search, rollout
 from unforced.tasks.base import Task
@@ -60,6 +61,7 @@ def evaluate(model, task: Task, split: str = "test", batch_size: int = 64, limit
     width = (limits.get("max_target_len") or max(len(task.target_tokenizer.encode(t)) + 1
                                                   for _, t in task.split(split)[:limit]))
     forced_sums, free_sums = _Sums.empty(width), _Sums.empty(width)
+    paths = PathSums(width)
     budget = max_decode_len or model.config.max_target_len
     tf_hyps, fr_hyps, beam_hyps, refs = [], [], [], []
     for batch in task.batches(split, batch_size, limit=limit, **limits):
@@ -82,6 +84,9 @@ def evaluate(model, task: Task, split: str = "test", batch_size: int = 64, limit
         free_log_probs = free.logits[:, :gold_width].float().log_softmax(-1)
         free_nll = -free_log_probs.gather(2, batch.gold.unsqueeze(-1)).squeeze(-1)
         free_sums.add(free_nll, (free.tokens[:, :gold_width] != batch.gold).float(), mask)
+        paths.add(free.tokens, batch.gold, batch.gold_mask, nll)
+        if task.oracle is not None:
+            paths.add_oracle(task.oracle, batch.sources, free.tokens, choice, batch.gold, batch.gold_mask)
         if beam_size:
             beam, _ = beam_search(model, memory, beam_size, decode_len, len(batch))
             beam_hyps += _decode(task.target_tokenizer, beam)
@@ -119,6 +124,7 @@ def evaluate(model, task: Task, split: str = "test", batch_size: int = 64, limit
             "fr_error": (free_sums.errors / counts)[keep].tolist(),
             "count": forced_sums.counts[keep].astype(int).tolist(),
         },
+        "measures": paths.result(),
         "examples": [{"reference": r[0], "references": len(r), "teacher_forced": t, "free_running": f}
                      for r, t, f in list(zip(refs, tf_hyps, fr_hyps, strict=True))[:5]],
     }
