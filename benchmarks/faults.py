@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from unforced.train import MAGIC, read_checkpoint_file
+from unforced.runfiles import MAGIC, read_checkpoint_file
 
 STEPS = 300
 TINY_CONFIG = {
@@ -49,9 +49,12 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 FIGURES = ("tf_nll", "fr_nll", "gap_nll", "tf_token_acc", "fr_token_acc", "metric", "per_position")
 
 
+DEVICE = ["--device", "cpu"]  # main() sets it from --device; every command trains there
+
+
 def train_command(out: Path, config: Path, task: str = "copy", resume: bool = False) -> list[str]:
     command = [sys.executable, "-m", "unforced.cli", "train", "--task", task, "--strategy", "teacher_forcing",
-               "--config", str(config), "--out", str(out), "--json"]
+               "--config", str(config), "--out", str(out), "--json", *DEVICE]
     return command + (["--resume"] if resume else [])
 
 
@@ -253,7 +256,9 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=None, help="killed runs (default 20, quick 3)")
     parser.add_argument("--workers", type=int, default=2, help="commands run side by side (one thread each)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N: where each command trains")
     args = parser.parse_args()
+    DEVICE[1] = args.device
     kills = args.kills if args.kills is not None else (3 if args.quick else 20)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="unforced-faults-") as directory:
@@ -284,6 +289,7 @@ def main() -> None:
         "bad_files_refused": sum(t["refused"] for t in refused),
         "bad_files_total": len(refused),
         "nothing_lost": all(t["identical"] for t in killed) and not changed_anything and reference_intact,
+        "device": args.device,
         "seconds": round(time.perf_counter() - started, 1),
         "reference_seconds": round(reference.seconds, 1),
         "failures": [t for t in killed + corrupted + refused if t["problems"]],

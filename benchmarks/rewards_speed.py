@@ -9,9 +9,10 @@ BLEU: ours (one BLEU object, reference n-grams cached) against `sacrebleu.senten
 The corpus is synthetic, from a seeded generator: Zipf-distributed words, 5 captions per item, so that n-grams
 repeat as in real captions. Times are medians over batches in milliseconds; "cold" is the first pass over the
 batches (reference vectors not cached yet), "warm" a later pass (as in a second epoch, or several samples per
-image). Prints JSON.
+image). Prints JSON. Rewards score strings with numpy on the CPU: `--device` (which every benchmark takes) is
+recorded in the JSON and must be the CPU or "auto"; there is nothing to move.
 
-    python benchmarks/rewards_speed.py [--quick] [--json]
+    python benchmarks/rewards_speed.py [--quick] [--json] [--device cpu]
 """
 
 import argparse
@@ -80,6 +81,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smaller corpus and fewer batches")
     parser.add_argument("--json", action="store_true", help="print the JSON result alone")
+    parser.add_argument("--device", default="cpu", choices=("auto", "cpu"),
+                        help="rewards run on the CPU (strings and numpy); recorded in the JSON")
     args = parser.parse_args(argv)
 
     from pycocoevalcap.cider.cider import Cider as CocoCider
@@ -133,6 +136,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "benchmark": "rewards_speed",
         "quick": args.quick,
+        "device": "cpu",
         "corpus_items": items,
         "corpus_captions": items * 5,
         "batches": batches_count,

@@ -2,7 +2,8 @@
 
 Reference size (every speed issue uses it): vocabulary 8000, embedding 256, hidden 512, batch 64, source and
 target length 30, for the GRU and LSTM encoder-decoders with attention; the Transformer has d_model 256 and 4+4
-layers. Prints JSON. `--quick` shrinks everything so the tests can run it in seconds.
+layers. Prints JSON. `--quick` shrinks everything so the tests can run it in seconds. `--device` chooses where
+the model and batch live (auto: CUDA where available); on CUDA each timed step ends with a synchronize.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 
 import torch
 
+from unforced.distributed import choose_device
 from unforced.models import ModelConfig, build_model
 from unforced.strategies import make_strategy
 from unforced.tasks.base import Batch
@@ -46,7 +48,9 @@ def model_config(kind: str, size: dict) -> ModelConfig:
 
 
 def time_steps(model, strategy, batch: Batch, repeats: int, warmup: int) -> list[float]:
-    """Milliseconds of each full training step (loss, backward, clipping, AdamW) after `warmup` untimed ones."""
+    """Milliseconds of each full training step (loss, backward, clipping, AdamW) after `warmup` untimed ones, on
+    the device of `model` (which `batch` must share)."""
+    device = next(model.parameters()).device
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     model.train()
     times = []
@@ -57,6 +61,8 @@ def time_steps(model, strategy, batch: Batch, repeats: int, warmup: int) -> list
         output.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         if index >= warmup:
             times.append((time.perf_counter() - start) * 1000)
     return times
@@ -67,16 +73,19 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="tiny sizes, a few steps (a smoke test)")
     parser.add_argument("--json", action="store_true", help="print JSON only")
     parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     args = parser.parse_args(argv)
+    device = choose_device(args.device)
     size = QUICK if args.quick else REFERENCE
     repeats = args.repeats or (3 if args.quick else 10)
     generator = torch.Generator().manual_seed(0)
-    batch = random_batch(size, generator)
-    results = {"benchmark": "train_step", "quick": args.quick, "size": size, "threads": torch.get_num_threads(),
+    batch = random_batch(size, generator).to(device)
+    results = {"benchmark": "train_step", "quick": args.quick, "size": size, "device": str(device),
+               "threads": torch.get_num_threads(),
                "torch": str(torch.__version__), "ms_per_step": {}}
     for kind in ("gru", "lstm", "transformer"):
         torch.manual_seed(0)
-        times = time_steps(build_model(model_config(kind, size)), make_strategy("teacher_forcing"), batch, repeats,
+        times = time_steps(build_model(model_config(kind, size)).to(device), make_strategy("teacher_forcing"), batch, repeats,
                            warmup=1 if args.quick else 2)
         results["ms_per_step"][kind] = {"median": statistics.median(times), "min": min(times),
                                         "max": max(times), "repeats": repeats}

@@ -26,6 +26,7 @@ import time
 import numpy as np
 import torch
 
+from unforced.distributed import choose_device
 from unforced.models.hf import HuggingFaceModel
 from unforced.strategies import make_strategy
 from unforced.tasks.base import Batch
@@ -110,12 +111,14 @@ def prompt_batch(tokenizer, prompts: list[str]) -> Batch:
                  sources=prompts, references=[[""] for _ in prompts])
 
 
-def measure_unforced(settings: dict, baseline: str = "leave_one_out") -> dict:
-    """Train the tiny GPT-2 with unforced's reinforce strategy; samples per second after the warm-up steps."""
+def measure_unforced(settings: dict, baseline: str = "leave_one_out", device: str = "cpu") -> dict:
+    """Train the tiny GPT-2 with unforced's reinforce strategy on `device`; samples per second after the warm-up
+    steps."""
+    device = choose_device(device)
     tokenizer = build_tokenizer()
     prompts = build_prompts(settings["prompts"], settings["prompt_length"], settings["seed"])
     model = NoEndHuggingFaceModel(build_gpt2(settings), max_source_len=settings["prompt_length"],
-                                  max_target_len=settings["new_tokens"])
+                                  max_target_len=settings["new_tokens"]).to(device)
     model.train()
     strategy = make_strategy("reinforce", {"reward": None, "baseline": baseline,
                                            "samples": settings["samples_per_prompt"],
@@ -125,7 +128,7 @@ def measure_unforced(settings: dict, baseline: str = "leave_one_out") -> dict:
     strategy.decode = lambda rows: tokenizer.batch_decode(rows, skip_special_tokens=True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings["learning_rate"], weight_decay=0.0)
     per_step = settings["prompts_per_step"]
-    batches = [prompt_batch(tokenizer, prompts[i:i + per_step]) for i in range(0, len(prompts), per_step)]
+    batches = [prompt_batch(tokenizer, prompts[i:i + per_step]).to(device) for i in range(0, len(prompts), per_step)]
     warmup, steps = settings["warmup_steps"], settings["steps"]
     rewards, lengths, start = [], [], None
     for index in range(warmup + steps):
@@ -138,14 +141,18 @@ def measure_unforced(settings: dict, baseline: str = "leave_one_out") -> dict:
         optimizer.step()
         rewards.append(output.logs["reward_mean"])
         lengths.append(output.logs["sample_length"])
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
     samples = steps * per_step * settings["samples_per_prompt"]
     return {"samples_per_second": samples / seconds, "seconds": seconds, "samples": samples,
             "mean_completion_length": float(np.mean(lengths)), "mean_reward": float(np.mean(rewards))}
 
 
-def measure_trl(settings: dict) -> dict:
-    """Train the same GPT-2 with TRL's RLOOTrainer (GRPOTrainer where RLOO is missing); samples per second."""
+def measure_trl(settings: dict, device: str = "cpu") -> dict:
+    """Train the same GPT-2 with TRL's RLOOTrainer (GRPOTrainer where RLOO is missing) on `device` (the CPU, or
+    the GPU that transformers picks); samples per second."""
+    on_cpu = choose_device(device).type == "cpu"
     import trl
     from datasets import Dataset
     from transformers import TrainerCallback
@@ -170,7 +177,7 @@ def measure_trl(settings: dict) -> dict:
 
     with tempfile.TemporaryDirectory() as output_dir:
         config = config_class(
-            output_dir=output_dir, use_cpu=True, bf16=False, fp16=False, report_to="none", logging_strategy="no",
+            output_dir=output_dir, use_cpu=on_cpu, bf16=False, fp16=False, report_to="none", logging_strategy="no",
             save_strategy="no", eval_strategy="no", disable_tqdm=True, gradient_checkpointing=False,
             max_steps=total_steps, learning_rate=settings["learning_rate"], weight_decay=0.0, max_grad_norm=1.0,
             lr_scheduler_type="constant", warmup_steps=0, seed=settings["seed"], data_seed=settings["seed"],
@@ -223,7 +230,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--baseline", choices=("leave_one_out", "mean"), default="leave_one_out",
                         help="unforced's baseline: leave_one_out is RLOO, TRL's RLOOTrainer's baseline")
     parser.add_argument("--threads", type=int, default=None, help="torch threads for both sides (default: torch's)")
+    parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (both sides run there)")
     args = parser.parse_args(argv)
+    device = str(choose_device(args.device))
     settings = dict(QUICK if args.quick else FULL)
     if args.steps:
         settings["steps"] = args.steps
@@ -240,8 +249,8 @@ def main(argv: list[str] | None = None) -> dict:
     # Interleave the halves three times and keep each side's best run: the machine is shared and noisy.
     unforced_runs, trl_runs = [], []
     for _ in range(1 if args.quick else 3):
-        unforced_runs.append(measure_unforced(settings, args.baseline))
-        trl_runs.append(measure_trl(settings))
+        unforced_runs.append(measure_unforced(settings, args.baseline, device))
+        trl_runs.append(measure_trl(settings, device))
     ours = max(unforced_runs, key=lambda r: r["samples_per_second"])
     theirs = max(trl_runs, key=lambda r: r["samples_per_second"])
     result = {
@@ -256,7 +265,7 @@ def main(argv: list[str] | None = None) -> dict:
                                    "trl": theirs["mean_completion_length"]},
         "settings": {**settings, "vocabulary": len(VOCABULARY), "target": TARGET, "unforced_baseline": args.baseline,
                      "samples_per_step": settings["prompts_per_step"] * settings["samples_per_prompt"],
-                     "threads": torch.get_num_threads(), "torch": str(torch.__version__),
+                     "device": device, "threads": torch.get_num_threads(), "torch": str(torch.__version__),
                      "transformers": __import__("transformers").__version__},
         "how_made_equal": HOW_MADE_EQUAL,
     }

@@ -12,6 +12,8 @@ import pytest
 import yaml
 from cli_helper import call
 
+from unforced.run_config import DEFAULT_STRATEGIES
+
 TINY = {
     "preset": "quick",
     "task_options": {"size": 300, "length": 6},
@@ -44,7 +46,7 @@ def test_run_json_prints_the_result_alone_and_writes_the_run_directory(tmp_path,
     assert entry["metric"]["name"] == "exact_match"
     curves = entry["per_position"]
     assert len(curves["tf_nll"]) == len(curves["fr_nll"]) == len(curves["tf_error"]) == len(curves["fr_error"]) == 7
-    assert list(results["strategies"]) == ["teacher_forcing", "scheduled_sampling", "reinforce", "recommended"]
+    assert list(results["strategies"]) == DEFAULT_STRATEGIES
     for name in ("config.yaml", "metrics.jsonl", "results.json", "report.html", "figures/per_position.png",
                  "figures/training_curves.png", *(e["checkpoint"] for e in results["strategies"].values())):
         assert (out / name).exists(), name

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from conftest import TEST_THREADS
 
-from unforced.train import read_checkpoint_file
+from unforced.runfiles import read_checkpoint_file
 
 SCRIPT = """
 import sys

@@ -22,6 +22,7 @@ from unforced.models.hf import (  # noqa: E402
 )
 from unforced.rollout import Greedy, Sample, beam_search, rollout  # noqa: E402
 from unforced.strategies import make_strategy  # noqa: E402
+from unforced.strategies.base import TaskBound  # noqa: E402
 from unforced.tasks import get_task  # noqa: E402
 from unforced.tasks.tables import table_task  # noqa: E402
 from unforced.train import TrainConfig, Trainer  # noqa: E402
@@ -114,14 +115,14 @@ def test_rollouts_and_beam_search_run(kind, task):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("strategy", ["teacher_forcing", "scheduled_sampling", "reinforce"])
+@pytest.mark.parametrize("strategy", ["teacher_forcing", "parallel_scheduled_sampling", "reinforce"])
 def test_trainer_steps_change_the_loss(kind, strategy, task, tmp_path):
     model = HuggingFaceModel(tiny(kind, task.target_tokenizer.vocab_size))
     model.check_task(task)
-    options = {"scheduled_sampling": {"mode": "parallel", "schedule": "constant", "schedule_params": {"ratio": 0.5}},
+    options = {"parallel_scheduled_sampling": {"schedule": "constant", "schedule_params": {"ratio": 0.5}},
                "reinforce": {"reward": "bleu", "samples": 2}}.get(strategy)
     made = make_strategy(strategy, options)
-    if hasattr(made, "bind"):
+    if isinstance(made, TaskBound):
         made.bind(task)
     config = TrainConfig(steps=6, batch_size=8, learning_rate=1e-2, warmup=0, eval_every=0, log_every=1, seed=0)
     trainer = Trainer(model, task, made, config, tmp_path / "checkpoints", tmp_path / "metrics.jsonl", tag=strategy)
@@ -308,8 +309,8 @@ def test_run_and_gap_on_a_saved_model_from_the_command_line(kind, tmp_path, caps
     config.write_text(yaml.safe_dump({
         "preset": "quick", "task_options": {"size": 120, "length": 4}, "test_limit": 12, "diagnostics_limit": 8,
         "train": {"steps": 6, "batch_size": 8, "eval_every": 0, "checkpoint_every": 3},
-        "strategy_options": {"scheduled_sampling": {"mode": "parallel", "schedule": "constant",
-                                                    "schedule_params": {"ratio": 0.5}},
+        "strategy_options": {"parallel_scheduled_sampling": {"schedule": "constant",
+                                                             "schedule_params": {"ratio": 0.5}},
                              "reinforce": {"samples": 2}}}))
     out = tmp_path / "run"
 
@@ -326,9 +327,9 @@ def test_run_and_gap_on_a_saved_model_from_the_command_line(kind, tmp_path, caps
         return capsys.readouterr().out
 
     results = json.loads(call("run", "--task", "copy", "--model", f"hf:{directory}", "--strategies",
-                              "teacher_forcing,scheduled_sampling,reinforce:4", "--config", str(config),
+                              "teacher_forcing,parallel_scheduled_sampling,reinforce:4", "--config", str(config),
                               "--out", str(out), "--json"))
-    assert list(results["strategies"]) == ["teacher_forcing", "scheduled_sampling", "reinforce:4"]
+    assert list(results["strategies"]) == ["teacher_forcing", "parallel_scheduled_sampling", "reinforce:4"]
     assert results["model"]["kind"] == "hf"
     gap = json.loads(call("gap", str(out), "--limit", "8", "--json"))
     for entry in gap["strategies"].values():
@@ -347,3 +348,44 @@ def test_a_csv_with_named_columns_is_a_task_by_path(tmp_path):
     assert ("s0 a", "t0 b") in task.train + task.valid + task.test
     with pytest.raises(UnforcedError, match="english"):
         task_by_name(str(path), source_column="english")  # no 'target' column: named in the error
+
+
+def test_a_saved_hf_tokenizer_reads_back_without_the_model(tmp_path, monkeypatch):
+    # tokenizers.json keeps the fast tokenizer's own JSON: reading it back loads no model, and the restored
+    # tokenizer encodes and decodes exactly as the adapter does (ids permuted the same way).
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    import unforced.models.hf as hf_module
+    from unforced.tasks.tokenizers import SavedHFTokenizer, tokenizer_from_json
+
+    words = ["a", "b", "c", "d", "<|endoftext|>"]
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token=None))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|endoftext|>",
+                            bos_token="<|endoftext|>").save_pretrained(tmp_path)
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(vocab_size=5, n_embd=16, n_layer=1, n_head=2, n_positions=32, bos_token_id=4,
+                               eos_token_id=4)).save_pretrained(tmp_path)
+    adapter = load_hf_model(tmp_path).tokenizer
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("reading a saved tokenizer loaded a model")
+
+    monkeypatch.setattr(hf_module, "load_hf_model", no_model)
+    saved = tokenizer_from_json(adapter.to_json())
+    assert isinstance(saved, SavedHFTokenizer) and saved.vocab_size == adapter.vocab_size == 7
+    for text in ["a b d", "d c b a a", "", "c  c"]:
+        assert saved.encode(text) == adapter.encode(text)
+    for ids in [adapter.encode("a b d"), [1, 4, 5, 6, 2, 5], [0, 3, 4], list(range(7)), [2]]:
+        assert saved.decode(ids) == adapter.decode(ids)
+    assert tokenizer_from_json(saved.to_json()).encode("b a") == adapter.encode("b a")
+
+
+def test_a_saved_tokenizer_record_without_its_json_is_refused_by_name():
+    import json as json_module
+
+    from unforced.tasks.tokenizers import tokenizer_from_json
+
+    with pytest.raises(UnforcedError, match="slow \\(Python\\) tokenizer or from an older version"):
+        tokenizer_from_json(json_module.dumps({"kind": "hf", "name_or_path": "somewhere"}))

@@ -30,10 +30,11 @@ from unforced.config import validate_config
 from unforced.errors import UnforcedError
 from unforced.experiment import RunConfig, parse_entry, resolve, run_experiment, strategy_options
 from unforced.models import ModelConfig
+from unforced.runfiles import atomic_write_text, load_checkpoint, read_checkpoint_file
 from unforced.strategies import make_strategy
 from unforced.tasks import get_task
 from unforced.tasks.files import read_pairs
-from unforced.train import TrainConfig, atomic_write_text, load_checkpoint, read_checkpoint_file
+from unforced.train import TrainConfig
 
 torch.set_num_threads(TEST_THREADS)
 
@@ -112,7 +113,9 @@ TRAIN = {**{name: bad_int(1) for name in ("steps", "batch_size", "eval_limit", "
          **{name: bad_int(0) for name in ("warmup", "eval_every", "checkpoint_every")},
          "clip": bad_float(0.0, nan=False, inf=False),  # clip = inf disables clipping, as 0 does
          "weight_decay": bad_float(0.0, nan=False, inf=False),
-         "learning_rate": bad_float(0.0, low_open=False), "seed": bad_int(None)}
+         "learning_rate": bad_float(0.0, low_open=False), "seed": bad_int(None),
+         "device": st.one_of(bad_choice(), st.sampled_from(["gpu", "cuda:x", "tpu", "", "cpu:0", "cuda:-1"])),
+         "precision": st.one_of(bad_choice(), st.sampled_from(["fp16", "bfloat16", "", "FP32"]))}
 MODEL = {**{name: bad_int(1) for name in ("embedding", "hidden", "layers", "heads", "max_source_len",
                                           "max_target_len", "source_vocab", "target_vocab")},
          "feedforward": bad_int(1, optional=True), "kind": bad_choice(), "dropout": bad_float(0.0, 1.0),

@@ -17,9 +17,10 @@ from conftest import TEST_THREADS
 
 from unforced import UnforcedError
 from unforced.models import ModelConfig, build_model
+from unforced.runfiles import atomic_save, load_checkpoint, read_checkpoint_file
 from unforced.strategies import make_strategy
 from unforced.tasks import get_task
-from unforced.train import TrainConfig, Trainer, atomic_save, load_checkpoint, read_checkpoint_file
+from unforced.train import TrainConfig, Trainer
 
 
 def tiny_setup(tmp_path: Path, steps: int = 24, checkpoint_every: int = 8, kind: str = "gru"):

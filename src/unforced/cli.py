@@ -90,6 +90,33 @@ def _apply_model(data: dict, model: str | None) -> None:
         section["kind"] = model
 
 
+DEVICE_HELP = "auto (CUDA where available, else CPU), cpu, cuda or cuda:N; under accelerate/torchrun each process " \
+              "takes its LOCAL_RANK's GPU"
+PRECISION_HELP = "fp32, or bf16 (autocast; CUDA only)"
+
+
+def _apply_device(data: dict, device: str | None, precision: str | None = None) -> None:
+    """--device and --precision into the config's train section (checked here, so errors name the flag)."""
+    from unforced.distributed import check_device, check_precision
+
+    if device is None and precision is None:
+        return
+    section = data.setdefault("train", {})
+    if not isinstance(section, dict):
+        raise UnforcedError("config: the train section must be a mapping")
+    if device is not None:
+        section["device"] = check_device(device, "--device")
+    if precision is not None:
+        check_precision(precision, section.get("device", "auto"), "--precision")
+        section["precision"] = precision
+
+
+def _device_option(device: str) -> str:
+    from unforced.distributed import check_device
+
+    return check_device(device, "--device")
+
+
 def _default_out(data: dict) -> Path:
     import re
     import time
@@ -137,6 +164,8 @@ def run(task: str = typer.Option(None, help="registered task name or a .tsv/.jso
         model: str = typer.Option(None, help="gru, lstm, transformer, decoder_only, or hf:PATH (a saved "
                                               "Hugging Face model)"),
         seed: int = typer.Option(None, help="random seed"),
+        device: str = typer.Option(None, help=DEVICE_HELP),
+        precision: str = typer.Option(None, help=PRECISION_HELP),
         seeds: int = typer.Option(1, help="repeat every strategy over this many seeds; report mean and spread"),
         resume: bool = typer.Option(False, "--resume", help="continue from the checkpoints in --out"),
         overwrite: bool = typer.Option(False, "--overwrite", help="replace a run already in --out"),
@@ -156,6 +185,7 @@ def run(task: str = typer.Option(None, help="registered task name or a .tsv/.jso
     if seed is not None:
         data["seed"] = seed
     _apply_model(data, model)
+    _apply_device(data, device, precision)
     _run(data, out, as_json, resume, overwrite, seeds)
 
 
@@ -166,6 +196,8 @@ def train(task: str = typer.Option(..., help="registered task name or a .tsv/.js
           out: Path = typer.Option(None, help="run directory (default: runs/<task>-<date>-<time>)"),
           preset: str = typer.Option(None, help="quick, default or large"),
           model: str = typer.Option(None, help="gru, lstm, transformer, decoder_only, or hf:PATH"),
+          device: str = typer.Option(None, help=DEVICE_HELP),
+          precision: str = typer.Option(None, help=PRECISION_HELP),
           resume: bool = typer.Option(False, "--resume", help="continue from <out>/checkpoints/last.pt"),
           overwrite: bool = typer.Option(False, "--overwrite", help="replace a run already in --out"),
           as_json: bool = typer.Option(False, "--json", help="print the JSON result alone on stdout")):
@@ -175,6 +207,7 @@ def train(task: str = typer.Option(..., help="registered task name or a .tsv/.js
     if preset:
         data["preset"] = preset
     _apply_model(data, model)
+    _apply_device(data, device, precision)
     _run(data, out, as_json, resume, overwrite)
 
 
@@ -182,12 +215,13 @@ def train(task: str = typer.Option(..., help="registered task name or a .tsv/.js
 def gap(run_dir: Path, strategy: str = typer.Option(None, help="strategy entry (default: all)"),
         split: str = typer.Option("test", help="train, valid or test"),
         limit: int = typer.Option(200, help="at most this many pairs"),
+        device: str = typer.Option("auto", help=DEVICE_HELP),
         as_json: bool = typer.Option(False, "--json", help="print the JSON result alone on stdout")):
     """Every diagnostic of a trained run, measured again from its checkpoints: the gap, the ratio sweep,
     hidden-state divergence, recovery, the compounding fit, prefix divergence. Writes RUN_DIR/diagnostics.json."""
     from unforced.runs import diagnose_run
 
-    output = diagnose_run(run_dir, split=split, limit=limit, only=strategy)
+    output = diagnose_run(run_dir, split=split, limit=limit, only=strategy, device=_device_option(device))
     if as_json:
         sys.stdout.write(json.dumps(output) + "\n")
         return
@@ -205,6 +239,7 @@ def gap(run_dir: Path, strategy: str = typer.Option(None, help="strategy entry (
 def sweep(run_dir: Path, ratios: str = typer.Option("0,0.25,0.5,0.75,1", help="comma-separated ratios"),
           strategy: str = typer.Option(None, help="strategy entry (default: all)"),
           split: str = typer.Option("test"), limit: int = typer.Option(200),
+          device: str = typer.Option("auto", help=DEVICE_HELP),
           as_json: bool = typer.Option(False, "--json", help="print the JSON result alone on stdout")):
     """Gold-token NLL and token accuracy at several teacher-forcing ratios (P(gold) of each fed token)."""
     from unforced.diagnostics import ratio_sweep
@@ -217,10 +252,11 @@ def sweep(run_dir: Path, ratios: str = typer.Option("0,0.25,0.5,0.75,1", help="c
         raise UnforcedError(f"--ratios must be numbers separated by commas, got {ratios!r}") from None
     if not values or any(not 0.0 <= r <= 1.0 for r in values):
         raise UnforcedError(f"--ratios must lie in [0, 1], got {ratios!r}")
+    device = _device_option(device)
     _, results, _ = read_run(run_dir)
     output = {"split": split, "strategies": {}}
     for name in [strategy] if strategy else list(results["strategies"]):
-        model, task, limits, _ = load_run_model(run_dir, name)
+        model, task, limits, _ = load_run_model(run_dir, name, device)
         output["strategies"][name] = ratio_sweep(model, task, split, ratios=values, limit=limit, limits=limits)
     if as_json:
         sys.stdout.write(json.dumps(output) + "\n")
@@ -254,6 +290,7 @@ def study(name: str = typer.Argument(..., help="tbptt-myopia or tokenization"),
           quick: bool = typer.Option(False, "--quick", help="the small variant (about a minute)"),
           out: Path = typer.Option(None, help="output folder (default: runs/study-<name>)"),
           seed: int = typer.Option(0, help="random seed"),
+          device: str = typer.Option("auto", help=DEVICE_HELP),
           as_json: bool = typer.Option(False, "--json", help="print the JSON result alone on stdout")):
     """Run one experiment of the diagnostics: results.json, figures and report.html in --out."""
     from unforced.studies import STUDIES
@@ -261,7 +298,7 @@ def study(name: str = typer.Argument(..., help="tbptt-myopia or tokenization"),
     if name not in STUDIES:
         raise UnforcedError(f"unknown study {name!r}; known: {', '.join(STUDIES)}")
     out = out or Path("runs") / f"study-{name}"
-    result = STUDIES[name](out, quick=quick, seed=seed)
+    result = STUDIES[name](out, quick=quick, seed=seed, device=_device_option(device))
     if as_json:
         sys.stdout.write(json.dumps(result) + "\n")
         return

@@ -7,9 +7,11 @@ gap of each, and write the run directory.
     <out>/results.json                     the results contract (DESIGN.md)
     <out>/report.html, <out>/figures/*.png
 
-A strategy entry is a name (`teacher_forcing`) or a chain of phases (`teacher_forcing:2000>reinforce:500`),
-each phase starting from the previous one's weights. A strategy that needs a warm start, named alone, starts
-from the teacher-forced model of the same run.
+A strategy entry is a registered name or a chain of phases (`a:2000>b:500`), each phase starting from the
+previous one's weights. A strategy that declares a warm start (`warm_start = True`), named alone, starts from the
+model of the strategy it names (strategies.WARM_START_FROM by default) trained in the same run; its results entry
+records that name as `warm_start_from`. Nothing here knows a strategy by name: capabilities are tested with
+`isinstance` against strategies/base.py's Protocols.
 """
 
 from __future__ import annotations
@@ -43,21 +45,27 @@ from unforced.run_config import (  # noqa: F401  (re-exported: the run config be
     resolve,
     strategy_options,
 )
-from unforced.strategies import NEEDS_WARM_START, STRATEGIES, make_strategy
+from unforced.runfiles import atomic_write_text, claim_run_directory
+from unforced.strategies import STRATEGIES, make_strategy, warm_start_source
+from unforced.strategies.base import TaskBound
 from unforced.tasks import get_task
-from unforced.train import TrainConfig, Trainer, atomic_write_text
+from unforced.train import TrainConfig, Trainer
 
 
 def safe_name(entry: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", entry).strip("-")
 
 
-def signature() -> dict:
-    """What produced the numbers, so two results can be compared (cf. sacrebleu's signatures)."""
+def signature(train_config: TrainConfig | None = None) -> dict:
+    """What produced the numbers, so two results can be compared (cf. sacrebleu's signatures): versions, threads,
+    and the device and precision the training ran on."""
     import numpy
 
+    train_config = train_config or TrainConfig()
+    device = distributed.choose_device(train_config.device)
     return {"unforced": __version__, "torch": str(torch.__version__), "numpy": str(numpy.__version__),
-            "python": platform.python_version(), "threads": torch.get_num_threads()}
+            "python": platform.python_version(), "threads": torch.get_num_threads(),
+            "device": device.type if device.type == "cpu" else str(device), "precision": train_config.precision}
 
 
 def run_experiment(config: RunConfig, out: Path, progress: Callable[[str, dict], None] | None = None,
@@ -98,12 +106,12 @@ def _run_experiment(config: RunConfig, out: Path, progress: Callable[[str, dict]
                                        **(config.phase_train.get(name) or {})} for name in STRATEGIES},
                 "model": dataclasses.asdict(model_config),
                 "train": dataclasses.asdict(train_config), "preset": config.preset, "seed": config.seed,
-                "test_limit": config.test_limit, "signature": signature()}
+                "test_limit": config.test_limit, "signature": signature(train_config)}
     main = distributed.is_main()
     if main:
-        _claim(out, resolved, resume, overwrite)
+        claim_run_directory(out, resolved, resume, overwrite, sections={"model": ModelConfig, "train": TrainConfig})
         atomic_write_text(yaml.safe_dump(resolved, sort_keys=False), out / "config.yaml")
-        atomic_write_text(json.dumps({"source": task.source_tokenizer.to_json(),
+        atomic_write_text(json.dumps({"source": task.source_tokenizer.to_json() if task.source_tokenizer else None,
                                       "target": task.target_tokenizer.to_json()}), out / "tokenizers.json")
     distributed.barrier()  # the others read checkpoints only after the main process has claimed the directory
     metrics_path = out / "metrics.jsonl"
@@ -124,9 +132,10 @@ def _run_experiment(config: RunConfig, out: Path, progress: Callable[[str, dict]
         torch.manual_seed(config.seed)
         model = build_model(model_config)
         seconds, steps_done = 0.0, 0
-        warm_start = len(phases) == 1 and phases[0].strategy in NEEDS_WARM_START
+        source = warm_start_source(phases[0].strategy) if len(phases) == 1 else None
+        warm_start = source is not None
         if warm_start:
-            warm, seconds, steps_done = _teacher_forced(context, finished)
+            warm, seconds, steps_done = _warm_start(context, finished, source)
             model.load_state_dict(warm)
         alone = len(config.strategies) == 1 and len(phases) == 1 and not warm_start
         for index, phase in enumerate(phases):
@@ -143,6 +152,7 @@ def _run_experiment(config: RunConfig, out: Path, progress: Callable[[str, dict]
             progress(entry, {"phase": "evaluate"})
         figures = evaluate(model, task, "test", limit=test_limit, limits=limits)
         figures["train_seconds"] = seconds
+        figures["warm_start_from"] = source
         figures["checkpoint"] = str((checkpoint_dir / "last.pt").relative_to(out))
         results["strategies"][entry] = figures
         atomic_write_text(json.dumps(results, indent=1), out / "results.json")
@@ -171,42 +181,6 @@ def _adopt_hf_model(task, model_options: dict) -> dict:
     return {"source_vocab": vocab, "target_vocab": vocab, **model_options}
 
 
-def _same_settings(before, now, key: str) -> bool:
-    """Settings equal, where a field that a newer version added counts as equal when it holds its default."""
-    if before == now:
-        return True
-    defaults = {"model": ModelConfig, "train": TrainConfig}.get(key)
-    if defaults is None or not isinstance(before, dict) or not isinstance(now, dict):
-        return False
-    fields = {f.name: f.default for f in dataclasses.fields(defaults)}
-    return all(before.get(name, fields.get(name)) == value for name, value in now.items()) and \
-        set(before) <= set(now)
-
-
-def _claim(out: Path, resolved: dict, resume: bool, overwrite: bool) -> None:
-    """Refuse to write over an earlier run unless told to resume it (with the same settings) or replace it."""
-    if out.exists() and not out.is_dir():
-        raise UnforcedError(f"{out}: exists and is not a directory")
-    holds_run = (out / "results.json").exists() or (out / "checkpoints").exists() or (out / "config.yaml").exists()
-    if holds_run and resume and (out / "config.yaml").exists():
-        before = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8")) or {}
-        changed = [key for key in resolved if key != "signature"
-                   and not _same_settings(before.get(key), resolved[key], key)]
-        if changed:
-            raise UnforcedError(f"{out}: cannot resume with other settings ({', '.join(changed)} differ from the "
-                                f"run's config.yaml)")
-    elif holds_run and not resume:
-        if not overwrite:
-            raise UnforcedError(f"{out} already holds a run: pass --resume to continue it, --overwrite to replace "
-                                f"it, or choose another --out")
-        import shutil
-
-        shutil.rmtree(out / "checkpoints", ignore_errors=True)
-        for name in ("results.json", "metrics.jsonl", "report.html"):
-            (out / name).unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
-
-
 @dataclass
 class _Context:
     """What every training phase of one run shares."""
@@ -227,10 +201,8 @@ def _train_phase(context: _Context, model, strategy_name: str, steps: int, check
                  step_offset: int) -> float:
     """Train `model` in place for `steps` steps of one strategy; returns the training seconds."""
     options = strategy_options(context.config, strategy_name)
-    if strategy_name in ("reinforce", "preference"):
-        options = {"reward": None, **options}  # None: reward the task's own metric (bound below)
     strategy = make_strategy(strategy_name, options, seed=context.config.seed)
-    if hasattr(strategy, "bind"):
+    if isinstance(strategy, TaskBound):  # the task's decoder, its metric as a reward, its oracle
         strategy.bind(context.task)
     identity = {"model_config": dataclasses.asdict(context.model_config), "strategy": strategy_name,
                 "task": context.task.name}
@@ -248,14 +220,14 @@ def _train_phase(context: _Context, model, strategy_name: str, steps: int, check
     return trainer.fit()["train_seconds"]
 
 
-def _teacher_forced(context: _Context, finished: dict) -> tuple[dict, float, int]:
-    """The teacher-forced weights of this run (trained now if no entry has trained them yet), with their
-    seconds and steps: both count towards the entry fine-tuned from them."""
-    if "teacher_forcing" not in finished:
+def _warm_start(context: _Context, finished: dict, source: str) -> tuple[dict, float, int]:
+    """The weights of `source` trained alone in this run (trained now if no entry has trained them yet), with
+    their seconds and steps: both count towards the entry fine-tuned from them."""
+    if source not in finished:
         torch.manual_seed(context.config.seed)
         model = build_model(context.model_config)
         steps = context.train_config.steps
-        seconds = _train_phase(context, model, "teacher_forcing", steps,
-                               context.out / "checkpoints" / "teacher_forcing", "teacher_forcing", 0)
-        finished["teacher_forcing"] = (copy.deepcopy(model.state_dict()), seconds, steps)
-    return finished["teacher_forcing"]
+        seconds = _train_phase(context, model, source, steps, context.out / "checkpoints" / safe_name(source),
+                               source, 0)
+        finished[source] = (copy.deepcopy(model.state_dict()), seconds, steps)
+    return finished[source]

@@ -9,23 +9,24 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from unforced import distributed
 from unforced.diagnostics import evaluate
 from unforced.diagnostics.suite import clean_json, diagnose
 from unforced.errors import UnforcedError
-from unforced.experiment import _claim, run_experiment
+from unforced.experiment import run_experiment
 from unforced.lock import run_lock
 from unforced.models import ModelConfig, build_model
 from unforced.run_config import RunConfig
+from unforced.runfiles import atomic_write_text, claim_run_directory, load_checkpoint, read_run
 from unforced.tasks import get_task
-from unforced.train import atomic_write_text
 
 
-def load_run_model(run_dir: Path, entry: str | None = None):
-    """(model, task, limits, entry name) of a finished run, rebuilt from its files and checkpoint."""
-    from unforced.report import read_run
+def load_run_model(run_dir: Path, entry: str | None = None, device: str = "auto"):
+    """(model, task, limits, entry name) of a finished run, rebuilt from its files and checkpoint; the checkpoint
+    is read onto the CPU and the model moved to `device` (auto: CUDA where available)."""
     from unforced.tasks.tokenizers import tokenizer_from_json
-    from unforced.train import load_checkpoint
 
+    target = distributed.choose_device(device)
     run_dir = Path(run_dir)
     config, results, _ = read_run(run_dir)
     names = list(results.get("strategies", {}))
@@ -46,21 +47,20 @@ def load_run_model(run_dir: Path, entry: str | None = None):
     checkpoint = load_checkpoint(checkpoint_path, {"model_config": dataclasses.asdict(model_config)})
     model = build_model(model_config)
     model.load_state_dict(checkpoint["model"])
-    model.eval()
+    model.to(target).eval()
     limits = {"max_source_len": model_config.max_source_len, "max_target_len": model_config.max_target_len}
     return model, task, limits, entry
 
 
-def diagnose_run(run_dir: Path, split: str = "test", limit: int | None = 200, only: str | None = None) -> dict:
-    """Every diagnostic of each strategy of a finished run; also written to RUN_DIR/diagnostics.json."""
-    from unforced.report import read_run
-
+def diagnose_run(run_dir: Path, split: str = "test", limit: int | None = 200, only: str | None = None,
+                 device: str = "auto") -> dict:
+    """Every diagnostic of each strategy of a finished run, on `device`; also written to RUN_DIR/diagnostics.json."""
     run_dir = Path(run_dir)
     _, results, _ = read_run(run_dir)
     names = [only] if only else list(results["strategies"])
     output = {"task": results["task"], "split": split, "limit": limit, "strategies": {}}
     for name in names:
-        model, task, limits, _ = load_run_model(run_dir, name)
+        model, task, limits, _ = load_run_model(run_dir, name, device)
         task.split(split)
         figures = evaluate(model, task, split, limit=limit, limits=limits)
         figures["train_seconds"] = results["strategies"][name].get("train_seconds", 0.0)
@@ -85,7 +85,7 @@ def run_seeds(config: RunConfig, out: Path, seeds: int, progress: Callable[[str,
         if resume:
             out.mkdir(parents=True, exist_ok=True)
         else:
-            _claim(out, {}, resume=False, overwrite=overwrite)
+            claim_run_directory(out, {}, resume=False, overwrite=overwrite)
         runs = []
         for offset in range(seeds):
             seed = config.seed + offset

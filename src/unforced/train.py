@@ -1,9 +1,14 @@
 """The Trainer: AdamW, gradient clipping, seeded determinism, periodic evaluation, atomic checkpoints, resume.
 
-It knows no strategy by name: it asks the strategy for a loss and steps the optimizer. What it writes:
+It knows no strategy by name: it asks the strategy for a loss and steps the optimizer, and tests the optional
+capabilities of strategies/base.py with `isinstance` (Stateful, Observer, BatchFilter, OwnOptimizers). What it
+writes (through runfiles.py):
 
-    <checkpoint_dir>/last.pt     model, optimizer, step, every random state (written atomically)
+    <checkpoint_dir>/last.pt     model, optimizer(s), step, every random state (written atomically)
     <metrics_path>               one JSON line per logged step and per evaluation
+
+The model and every batch live on `config.device` (auto: CUDA where available); `config.precision` bf16 runs the
+loss under CUDA autocast. Checkpoints are read onto the CPU and moved.
 
 A resumed run replays exactly: batches are a function of (seed, step), and the checkpoint carries the global and
 the strategy's random states, so a run killed and resumed reaches the same weights as one never interrupted.
@@ -11,12 +16,9 @@ the strategy's random states, so a run killed and resumed reaches the same weigh
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import hashlib
-import io
-import json
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,9 +28,9 @@ import torch
 
 from unforced import __version__, distributed
 from unforced.errors import UnforcedError
+from unforced.runfiles import CHECKPOINT_FORMAT, append_metrics, atomic_save, keep_metrics, load_checkpoint
+from unforced.strategies.base import BatchFilter, Observer, OwnOptimizers, Stateful
 from unforced.tasks.base import Batch, Task
-
-CHECKPOINT_FORMAT = 1
 
 
 @dataclass
@@ -54,6 +56,8 @@ class TrainConfig:
     log_every: int = 10
     max_bad_steps: int = 5
     seed: int = 0
+    device: str = "auto"
+    precision: str = "fp32"
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "eval_limit", "log_every", "max_bad_steps"):
@@ -68,107 +72,24 @@ class TrainConfig:
             raise UnforcedError(f"train.seed must be in [0, 2**32), got {self.seed}")
         if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
             raise UnforcedError(f"train.learning_rate must be a positive number, got {self.learning_rate}")
-
-
-MAGIC = b"UNFORCED-CHECKPOINT"
-
-
-def _fsync_directory(directory: Path) -> None:
-    handle = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(handle)
-    finally:
-        os.close(handle)
-
-
-def atomic_save(obj, path: Path, keep_previous: bool = False) -> None:
-    """Write a checkpoint safely: a header with the format and a SHA-256 of the payload, then the payload, into a
-    temporary file beside `path`; fsync; rename over `path`. A crash or a full disk leaves the old file whole.
-    With `keep_previous`, the file being replaced becomes `previous.pt` (the last two are kept)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    payload = buffer.getvalue()
-    header = MAGIC + f" {CHECKPOINT_FORMAT} {hashlib.sha256(payload).hexdigest()}\n".encode()
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "wb") as handle:
-            handle.write(header)
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if keep_previous and path.exists():
-            os.replace(path, path.with_name("previous.pt"))
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
-    _fsync_directory(path.parent)
-
-
-def read_checkpoint_file(path: Path) -> dict:
-    """The object inside a checkpoint, after checking its header and checksum."""
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise UnforcedError(f"{path}: cannot read checkpoint ({error.strerror or error})") from None
-    previous = path.with_name("previous.pt")
-    hint = f"; the previous checkpoint {previous} is kept" if previous.exists() and previous != path else ""
-    end = data.find(b"\n", 0, 200)
-    fields = data[:end].split(b" ") if end > 0 else []
-    if len(fields) != 3 or fields[0] != MAGIC:
-        raise UnforcedError(f"{path}: not an unforced checkpoint{hint}")
-    if fields[1] != str(CHECKPOINT_FORMAT).encode():
-        raise UnforcedError(f"{path}: checkpoint format {fields[1].decode(errors='replace')}, this version of "
-                            f"unforced reads {CHECKPOINT_FORMAT}")
-    payload = data[end + 1:]
-    if hashlib.sha256(payload).hexdigest().encode() != fields[2]:
-        raise UnforcedError(f"{path}: checksum mismatch, the file is truncated or altered{hint}")
-    try:
-        return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=False)
-    except Exception as error:  # a payload that passed its checksum but still fails is a bug worth naming
-        raise UnforcedError(f"{path}: not a readable checkpoint ({type(error).__name__})") from None
-
-
-def atomic_write_text(text: str, path: Path) -> None:
-    """Write text through a temporary file and a rename, so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
-
-
-def load_checkpoint(path: Path, expect: dict | None = None) -> dict:
-    """Read a checkpoint; refuse one of another format, another model, or one that does not load."""
-    if not path.exists():
-        raise UnforcedError(f"{path}: no checkpoint there")
-    checkpoint = read_checkpoint_file(path)
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        found = checkpoint.get("format") if isinstance(checkpoint, dict) else None
-        raise UnforcedError(f"{path}: checkpoint format {found!r}, this version of unforced reads "
-                            f"{CHECKPOINT_FORMAT}")
-    for key, value in (expect or {}).items():
-        if checkpoint.get(key) != value:
-            raise UnforcedError(f"{path}: checkpoint is for another {key.replace('_', ' ')} "
-                                f"({checkpoint.get(key)!r}, expected {value!r})")
-    return checkpoint
+        self.device = distributed.check_device(self.device, "train.device")
+        distributed.check_precision(self.precision, self.device, "train.precision")
 
 
 class Trainer:
-    """Train `model` on `task` with `strategy` for `config.steps` steps."""
+    """Train `model` on `task` with `strategy` for `config.steps` steps, on `config.device`."""
 
     def __init__(self, model, task: Task, strategy, config: TrainConfig, checkpoint_dir: Path,
                  metrics_path: Path, tag: str | None = None, identity: dict | None = None,
                  limits: dict | None = None, progress: Callable[[dict], None] | None = None,
                  evaluate: Callable | None = None, step_offset: int = 0):
-        self.model, self.task, self.strategy, self.config = model, task, strategy, config
+        if not task.train:
+            raise UnforcedError(f"task {task.name!r} has no training pairs")
+        distributed.setup()
+        self.main = distributed.is_main()
+        self.device = distributed.choose_device(config.device)
+        self.autocast = config.precision == "bf16"
+        self.model, self.task, self.strategy, self.config = model.to(self.device), task, strategy, config
         self.checkpoint_path = Path(checkpoint_dir) / "last.pt"
         self.metrics_path = Path(metrics_path)
         self.tag = tag
@@ -183,13 +104,10 @@ class Trainer:
         self.train_seconds = 0.0
         self.skipped_steps = 0
         self.bad_in_a_row = 0
-        if not task.train:
-            raise UnforcedError(f"task {task.name!r} has no training pairs")
-        distributed.setup()
-        self.main = distributed.is_main()
 
     def batch_at(self, step: int) -> Batch:
-        """The batch of `step`: each epoch is a fresh seeded permutation, so this is a pure function of step."""
+        """The batch of `step` (on the CPU): each epoch is a fresh seeded permutation, so this is a pure function
+        of step."""
         pairs = self.task.train
         per_epoch = max(1, math.ceil(len(pairs) / self.config.batch_size))
         epoch, index = divmod(step, per_epoch)
@@ -197,35 +115,33 @@ class Trainer:
         chosen = order[index * self.config.batch_size:(index + 1) * self.config.batch_size].tolist()
         return self.task.collate([pairs[i] for i in chosen], **self.limits)
 
-    def _within_curriculum(self, batch: Batch) -> Batch:
-        """Rows whose target fits the strategy's curriculum length at this step (the shortest row if none does)."""
-        limit = self.strategy.max_target_length(self.step) if hasattr(self.strategy, "max_target_length") else None
-        if limit is None:
-            return batch
-        lengths = batch.gold_mask.sum(1)
-        keep = torch.nonzero(lengths <= limit).flatten()
-        if keep.numel() == 0:
-            keep = lengths.argmin().reshape(1)
-        if keep.numel() == len(batch):
-            return batch
-        rows = keep.tolist()
-        width = int(lengths[keep].max())
-        return Batch(batch.source[keep], batch.source_mask[keep], batch.inputs[keep, :width],
-                     batch.gold[keep, :width], batch.gold_mask[keep, :width],
-                     [batch.sources[i] for i in rows], [batch.references[i] for i in rows])
+    def training_batch(self, step: int) -> Batch:
+        """The batch of `step` after the strategy's own choice of rows (a BatchFilter: a curriculum)."""
+        batch = self.batch_at(step)
+        if isinstance(self.strategy, BatchFilter):
+            batch = self.strategy.select(batch, step)
+        return batch
 
     def learning_rate(self, step: int) -> float:
         if self.config.warmup and step < self.config.warmup:
             return self.config.learning_rate * (step + 1) / self.config.warmup
         return self.config.learning_rate
 
+    def _extra_optimizers(self) -> dict:
+        return self.strategy.extra_optimizers() if isinstance(self.strategy, OwnOptimizers) else {}
+
     def state(self) -> dict:
-        strategy_state = self.strategy.state_dict() if hasattr(self.strategy, "state_dict") else None
-        return {"format": CHECKPOINT_FORMAT, "version": __version__, **self.identity,
-                "step": self.step, "train_seconds": self.train_seconds, "skipped_steps": self.skipped_steps,
-                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "strategy_state": strategy_state, "torch_rng": torch.get_rng_state(),
-                "train_config": dataclasses.asdict(self.config)}
+        strategy_state = self.strategy.state_dict() if isinstance(self.strategy, Stateful) else None
+        state = {"format": CHECKPOINT_FORMAT, "version": __version__, **self.identity,
+                 "step": self.step, "train_seconds": self.train_seconds, "skipped_steps": self.skipped_steps,
+                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "extra_optimizers": {name: optimizer.state_dict()
+                                      for name, optimizer in self._extra_optimizers().items()},
+                 "strategy_state": strategy_state, "torch_rng": torch.get_rng_state(),
+                 "train_config": dataclasses.asdict(self.config)}
+        if self.device.type == "cuda":  # dropout on the GPU draws from the device's own generator
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        return state
 
     def save(self) -> None:
         if self.main:
@@ -236,15 +152,22 @@ class Trainer:
         if not self.checkpoint_path.exists():
             self._truncate_metrics(0)  # a run killed before its first checkpoint starts over: drop its lines
             return False
-        checkpoint = load_checkpoint(self.checkpoint_path, self.identity)
+        checkpoint = load_checkpoint(self.checkpoint_path, self.identity)  # on the CPU; load_state_dict moves it
         try:
             self.model.load_state_dict(checkpoint["model"])
         except RuntimeError:
             raise UnforcedError(f"{self.checkpoint_path}: weights do not fit this model") from None
         self.optimizer.load_state_dict(checkpoint["optimizer"])
-        if checkpoint.get("strategy_state") is not None and hasattr(self.strategy, "load_state_dict"):
+        saved = checkpoint.get("extra_optimizers") or {}
+        for name, optimizer in self._extra_optimizers().items():
+            if name not in saved:
+                raise UnforcedError(f"{self.checkpoint_path}: no state for the strategy's optimizer {name!r}")
+            optimizer.load_state_dict(saved[name])
+        if checkpoint.get("strategy_state") is not None and isinstance(self.strategy, Stateful):
             self.strategy.load_state_dict(checkpoint["strategy_state"])
         torch.set_rng_state(checkpoint["torch_rng"])
+        if self.device.type == "cuda" and checkpoint.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(checkpoint["cuda_rng"], self.device)
         self.step = checkpoint["step"]
         self.train_seconds = checkpoint.get("train_seconds", 0.0)
         self.skipped_steps = checkpoint.get("skipped_steps", 0)
@@ -253,25 +176,22 @@ class Trainer:
 
     def _truncate_metrics(self, step: int) -> None:
         """Drop metrics lines this run wrote after its checkpoint: the resumed run writes them again."""
-        if not self.metrics_path.exists() or not self.main:
-            return
-        kept = []
-        for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by the crash
-            if record.get("strategy") != self.tag or record.get("step", 0) <= step:
-                kept.append(line)
-        atomic_write_text("".join(k + "\n" for k in kept), self.metrics_path)
+        if self.main:
+            keep_metrics(self.metrics_path,
+                         lambda record: record.get("strategy") != self.tag or record.get("step", 0) <= step)
 
     def log(self, record: dict) -> None:
-        if not self.main:
-            return
-        self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.metrics_path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps({"strategy": self.tag, **record,
-                                     "global_step": self.step_offset + record["step"]}) + "\n")
+        if self.main:
+            append_metrics(self.metrics_path, {"strategy": self.tag, **record,
+                                               "global_step": self.step_offset + record["step"]})
+
+    def _observe_evaluation(self) -> None:
+        """Evaluate on the main process, log, and let the strategy observe the same figures on every process."""
+        figures = distributed.broadcast_object(self.evaluate(self.model) if self.main else None)
+        self.log({"step": self.step, "eval": figures})
+        if isinstance(self.strategy, Observer):
+            self.strategy.observe(figures)
+        self.model.train()
 
     def fit(self) -> dict:
         config = self.config
@@ -282,7 +202,7 @@ class Trainer:
         window_start, window_steps = started, 0
         while self.step < config.steps:
             step_start = time.perf_counter()
-            batch = self._within_curriculum(self.batch_at(self.step))
+            batch = self.training_batch(self.step)
             for group in self.optimizer.param_groups:
                 group["lr"] = self.learning_rate(self.step)
             weight = 1.0
@@ -291,21 +211,27 @@ class Trainer:
                 tokens = float(batch.gold_mask.sum())
                 batch = batch.slice(rows)
                 weight = float(batch.gold_mask.sum()) * distributed.world_size() / max(tokens, 1.0)
-            output = self.strategy.loss(self.model, batch, self.step)
+            batch = batch.to(self.device)
+            precision = (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.autocast
+                         else contextlib.nullcontext())
+            with precision:
+                output = self.strategy.loss(self.model, batch, self.step)
             self.optimizer.zero_grad(set_to_none=True)
             # Every process must agree to skip, or the gradient all-reduce below would wait forever.
             finite = distributed.all_sum(float(not torch.isfinite(output.loss.detach()))) == 0
+            grad_norm = float("nan")
             if finite:
                 (output.loss * weight).backward()
                 distributed.average_gradients(self.model.parameters())
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.clip or float("inf"))
-                finite = bool(torch.isfinite(grad_norm))
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(),
+                                                                 config.clip or float("inf")))
+                finite = math.isfinite(grad_norm)
             if finite:
                 self.optimizer.step()
                 self.bad_in_a_row = 0
             else:  # skip the update, count it, and stop before a run of bad steps spoils the weights
                 self.optimizer.zero_grad(set_to_none=True)
-                grad_norm = torch.tensor(float("nan"))
+                grad_norm = float("nan")
                 self.skipped_steps += 1
                 self.bad_in_a_row += 1
                 self.log({"step": self.step + 1, "skipped_step": True, "skipped_steps": self.skipped_steps})
@@ -321,19 +247,15 @@ class Trainer:
                 now = time.perf_counter()
                 speed = window_steps / max(now - window_start, 1e-9)
                 window_start, window_steps = now, 0
-                record = {"step": self.step, "loss": float(output.loss.detach()), "grad_norm": float(grad_norm),
+                record = {"step": self.step, "loss": float(output.loss.detach()), "grad_norm": grad_norm,
                           "lr": self.learning_rate(self.step - 1), "steps_per_second": speed, **output.logs}
                 self.log(record)
                 if self.progress and self.main:
                     self.progress({**record, "steps": config.steps,
                                    "eta_seconds": (config.steps - self.step) / max(speed, 1e-9)})
-            if self.main and self.evaluate and config.eval_every and (self.step % config.eval_every == 0
+            if self.evaluate and config.eval_every and (self.step % config.eval_every == 0
                                                         or self.step == config.steps):
-                figures = self.evaluate(self.model)
-                self.log({"step": self.step, "eval": figures})
-                if hasattr(self.strategy, "observe"):
-                    self.strategy.observe(figures)
-                self.model.train()
+                self._observe_evaluation()
             if (config.checkpoint_every and self.step % config.checkpoint_every == 0) or self.step == config.steps:
                 self.save()
         self.model.eval()

@@ -25,7 +25,7 @@ def save_figure(figure: Figure, path: Path) -> Path:
 MIN_SEQUENCES = 20
 
 
-def _well_measured(curves: dict) -> int:
+def well_measured(curves: dict) -> int:
     """Positions reached by at least MIN_SEQUENCES sequences (the last few positions rest on a handful)."""
     counts = curves.get("count")
     if not counts:
@@ -41,7 +41,7 @@ def per_position(results: dict, path: Path) -> Path:
     for index, (name, entry) in enumerate(results["strategies"].items()):
         color = f"C{index}"
         curves = entry["per_position"]
-        shown = _well_measured(curves)
+        shown = well_measured(curves)
         positions = range(1, shown + 1)
         error_axes.plot(positions, curves["fr_error"][:shown], color=color, label=f"{name}: free-running")
         error_axes.plot(positions, curves["tf_error"][:shown], color=color, linestyle="--",
@@ -160,28 +160,34 @@ def prefix_divergence(diagnostics: dict, path: Path) -> Path:
     return save_figure(figure, path)
 
 
-def scores(metrics: list[dict], path: Path, dips: list[dict] | None = None) -> Path:
-    """The validation metric over training: free-running for every strategy (solid), teacher-forced for the
-    cross-entropy model (dashed), on one step axis (a fine-tuned model continues from its starting model's
-    steps). Triangles mark mid-training dips of the free-running metric."""
+def scores(metrics: list[dict], path: Path, dips: list[dict] | None = None,
+           warm_starts: dict[str, str | None] | None = None) -> Path:
+    """The validation metric over training: free-running for every strategy (solid) on one step axis, and the
+    teacher-forced score (dashed) of each model that a fine-tuned entry starts from, or of the first entry where
+    none is fine-tuned. `warm_starts` maps an entry to the tag it was fine-tuned from (results.json's
+    `warm_start_from`): its line continues from that model's last evaluation. Triangles mark mid-training dips."""
     figure = Figure(figsize=(7, 4.2))
     axes = figure.add_subplot(1, 1, 1)
     evaluations = [m for m in metrics if isinstance(m.get("eval"), dict) and "metric" in m["eval"]]
     entries = list(dict.fromkeys(str(m.get("strategy")).split("#")[0] for m in evaluations))
     name = evaluations[0]["eval"]["metric"]["name"] if evaluations else "metric"
-    forced = sorted((m for m in evaluations if m.get("strategy") == "teacher_forcing"),
-                    key=lambda m: m.get("global_step", m["step"]))
+    warm_starts = warm_starts or {}
+
+    def in_order(tag: str) -> list[dict]:
+        return sorted((m for m in evaluations if str(m.get("strategy")).split("#")[0] == tag),
+                      key=lambda m: m.get("global_step", m["step"]))
+
+    sources = {source for source in warm_starts.values() if source}
+    dashed = sources or set(entries[:1])
     for index, entry in enumerate(entries):
-        points = sorted((m for m in evaluations if str(m.get("strategy")).split("#")[0] == entry),
-                        key=lambda m: m.get("global_step", m["step"]))
+        points = in_order(entry)
+        start = in_order(warm_starts[entry]) if warm_starts.get(entry) else []
+        if start:  # a fine-tune: drawn on from where its starting model ended
+            points = [start[-1], *points]
         steps = [m.get("global_step", m["step"]) for m in points]
-        if forced and entry != "teacher_forcing" and steps[0] > forced[-1].get("global_step", forced[-1]["step"]):
-            # A fine-tune of the teacher-forced model: draw it on from where that model ended.
-            points = [forced[-1], *points]
-            steps = [forced[-1].get("global_step", forced[-1]["step"]), *steps]
         axes.plot(steps, [m["eval"]["metric"]["fr"] for m in points], color=f"C{index}", marker="o", markersize=3,
                   label=f"{entry}: free-running")
-        if entry == "teacher_forcing":
+        if entry in dashed:
             axes.plot(steps, [m["eval"]["metric"]["tf"] for m in points], color=f"C{index}", linestyle="--",
                       label=f"{entry}: teacher-forced")
     for dip in dips or []:

@@ -15,38 +15,13 @@ import yaml
 from unforced.diagnostics.attention import draw_attention
 from unforced.errors import UnforcedError
 from unforced.report import figures
-from unforced.train import atomic_write_text
-
-
-def read_run(run_dir: Path) -> tuple[dict, dict, list[dict]]:
-    """(config, results, metrics) of a run directory; errors name the missing or broken file."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise UnforcedError(f"{run_dir}: not a run directory")
-    results_path = run_dir / "results.json"
-    if not results_path.exists():
-        raise UnforcedError(f"{results_path}: missing (has the run finished?)")
-    try:
-        results = json.loads(results_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise UnforcedError(f"{results_path}: not valid JSON ({error})") from None
-    config = {}
-    if (run_dir / "config.yaml").exists():
-        config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
-    metrics = []
-    if (run_dir / "metrics.jsonl").exists():
-        for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
-            try:
-                metrics.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return config, results, metrics
+from unforced.runfiles import atomic_write_text, read_run
 
 
 def _growth_sentence(entry: dict) -> str:
     errors = entry["per_position"]["fr_error"]
     tf_errors = entry["per_position"]["tf_error"]
-    shown = figures._well_measured(entry["per_position"])
+    shown = figures.well_measured(entry["per_position"])
     errors, tf_errors = errors[:shown], tf_errors[:shown]
     if len(errors) < 4:
         return ""
@@ -184,7 +159,8 @@ def build_report(run_dir: Path) -> Path:
     from unforced.diagnostics.probes import mid_training_dips
 
     dips = mid_training_dips(metrics)
-    figures.scores(metrics, figure_dir / "scores.png", dips)
+    starts = {name: entry.get("warm_start_from") for name, entry in results["strategies"].items()}
+    figures.scores(metrics, figure_dir / "scores.png", dips, starts)
     dip_sentence = ("No mid-training dip of the free-running score (a fall of over 10% from its best while "
                     "training went on)." if not dips else
                     "Dips of the free-running score (triangles): " + "; ".join(
@@ -233,8 +209,9 @@ distance between a strategy's solid and dashed lines is its gap as training goes
 <h2>Scores over training</h2>
 <img src="figures/scores.png" alt="validation scores over training">
 <p>The validation score of free-running (greedy) decoding for every strategy, and the teacher-forced score of the
-cross-entropy model (dashed). A fine-tuned strategy (reinforce) continues from its starting model's step, so the
-distance between the dashed line and a solid line is the gap each strategy leaves. {dip_sentence}</p>
+model each fine-tuned strategy starts from (dashed; the first entry's where none is fine-tuned). A fine-tuned
+strategy continues from its starting model's step, so the distance between the dashed line and a solid line is the
+gap each strategy leaves. {dip_sentence}</p>
 <h2>Sample outputs (test)</h2>
 <table><tr><th>strategy</th><th>reference</th><th>teacher-forced argmax</th><th>free-running greedy</th></tr>
 {''.join(examples)}</table>

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 from unforced.errors import UnforcedError
-from unforced.train import atomic_write_text
+from unforced.runfiles import atomic_write_text
 
 BIBLE_SIZES = {True: (250, 2000), False: (250, 500, 1000, 2000)}
 # The toy grammar has ~25 characters and ~80 words: BPE saturates at ~200 (word level, ~7 tokens a sentence),
@@ -47,10 +47,11 @@ def _toy_pairs_file(out_dir: Path, seed: int) -> Path:
     return path
 
 
-def _run_config(corpus: str, size: int, quick: bool, seed: int, pairs_file: Path | None, steps: int | None):
+def _run_config(corpus: str, size: int, quick: bool, seed: int, pairs_file: Path | None, steps: int | None,
+                device: str = "auto"):
     from unforced.experiment import RunConfig
 
-    train = {**TRAIN[quick], **({"steps": steps} if steps else {})}
+    train = {**TRAIN[quick], **({"steps": steps} if steps else {}), "device": device}
     if corpus == "bible-en-es":
         options = {"vocab_size": size, "max_words": 12 if quick else 16, "size": 6000 if quick else 20000}
         return RunConfig(task="bible-en-es", task_options=options, strategies=["teacher_forcing"], preset="quick",
@@ -167,13 +168,14 @@ figures count tokens, which differ between vocabularies; per-sentence figures an
 
 
 def run_study(out_dir: Path, quick: bool = False, seed: int = 0, corpus: str = "auto", sizes=None,
-              steps: int | None = None) -> dict:
+              steps: int | None = None, device: str = "auto") -> dict:
     """One run per vocabulary size under `out_dir/vocab-<size>/`, then results.json, figures/tokenization.png and
     report.html in `out_dir`.
 
     corpus: "auto" (the full study on bible-en-es if its cache is present, else toy; the quick study always on
     toy, since 150 steps teach a Bible model almost nothing (BLEU ~1) and take minutes), "bible-en-es" or "toy"
-    (toy-translation written to a pairs file and cut by BPE). `sizes` and `steps` override the preset.
+    (toy-translation written to a pairs file and cut by BPE). `sizes` and `steps` override the preset; `device`
+    is the training device (auto: CUDA where available).
     """
     from unforced.experiment import run_experiment
 
@@ -188,7 +190,7 @@ def run_study(out_dir: Path, quick: bool = False, seed: int = 0, corpus: str = "
     sizes = tuple(sizes or (BIBLE_SIZES if corpus == "bible-en-es" else TOY_SIZES)[quick])
     rows = []
     for size in sizes:
-        config = _run_config(corpus, size, quick, seed, pairs_file, steps)
+        config = _run_config(corpus, size, quick, seed, pairs_file, steps, device)
         results = run_experiment(config, out_dir / f"vocab-{size}", overwrite=True)
         rows.append(row_of(size, results))
     results = {"study": "tokenization", "corpus": corpus, "seed": seed, "quick": quick,
