@@ -12,7 +12,17 @@ from torch import nn
 
 from unforced.errors import UnforcedError
 from unforced.models import repeat_rows
-from unforced.rollout import Gold, Greedy, Mix, Sample, beam_search, gold_coins, rollout, sample_tokens
+from unforced.rollout import (
+    Gold,
+    Greedy,
+    Mix,
+    Prefix,
+    Sample,
+    beam_search,
+    gold_coins,
+    rollout,
+    sample_tokens,
+)
 from unforced.vocab import BOS, EOS, PAD
 
 KINDS = ("gru", "lstm", "transformer", "decoder_only")
@@ -348,6 +358,182 @@ def test_stop_at_eos_invariants_on_a_real_model(kind, tiny_model, batch_factory)
         assert not bool((result.tokens[row, : length - 1] == EOS).any())
         assert int(result.tokens[row, length - 1]) == EOS or length == time
         assert result.mask[row].tolist() == [t < length for t in range(time)]
+
+
+# ---------------------------------------------------------------------------------------------- Prefix
+
+
+PREFIX_GOLD = torch.tensor([[4, 5, 6, 7, EOS, PAD], [6, 6, EOS, PAD, PAD, PAD], [7, 4, 4, 5, 6, EOS],
+                            [5, EOS, PAD, PAD, PAD, PAD]])
+
+
+def test_prefix_feeds_gold_for_its_lengths_then_the_models_own():
+    lengths = torch.tensor([2, 0, 4, 1])
+    result = rollout(ScriptedModel(SCRIPT), None, Prefix(lengths), gold=PREFIX_GOLD, max_len=8)
+    # The sequence: gold on positions t < lengths[b], the model's own choice after; it ends at its first <eos>.
+    expected = torch.where(torch.arange(8)[None, :] < lengths[:, None],
+                           torch.cat([PREFIX_GOLD, torch.full((4, 2), PAD)], 1), SCRIPT)
+    time = result.tokens.shape[1]
+    assert torch.equal(result.tokens, expected[:, :time])
+    assert torch.equal(result.inputs[:, 1:], result.tokens[:, :-1])  # each token is fed back
+    assert torch.equal(result.gold_fed, torch.arange(time)[None, :] <= lengths[:, None])  # <bos>, then the prefix
+    # Row 0: 4 5 (gold) then the script's <eos> at step 2; row 1: the script from the start (<eos> at 0); row 2:
+    # 7 4 4 5 (gold) then the script's <eos> at step 4; row 3: 5 (gold), then the script's <eos> at step 1.
+    assert torch.equal(result.lengths, torch.tensor([3, 1, 5, 2])) and time == 5
+    log_softmax = result.logits.log_softmax(-1)
+    assert torch.equal(result.log_probs, log_softmax.gather(2, result.tokens.unsqueeze(-1)).squeeze(-1))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("then", [Greedy(), Sample(temperature=2.0)])
+@torch.no_grad()
+def test_prefix_on_a_real_model_is_gold_then_its_own_path(kind, then, tiny_model, batch_factory):
+    model = moderate_model(tiny_model, kind)
+    batch = batch_factory([4, 1, 3, 2, 5], [6, 3, 1, 6, 5], seed=11)
+    lengths = torch.tensor([3, 0, 1, 6, 2])
+    memory = encoded(model, batch)
+    result = rollout(model, memory, Prefix(lengths, then), gold=batch.gold, max_len=9, stop_at_eos=False,
+                     generator=generator(4))
+    steps = torch.arange(9)[None, :]
+    gold = torch.cat([batch.gold, torch.full((5, 3), PAD)], 1)
+    assert torch.equal(result.tokens[steps < lengths[:, None]], gold[steps < lengths[:, None]])
+    own = rollout(model, memory, Gold(), gold=batch.gold).tokens  # the model's argmax where it is fed gold
+    assert result.tokens.shape == (5, 9)
+    assert torch.equal(result.inputs[:, 1:], result.tokens[:, :-1])
+    if isinstance(then, Greedy):
+        after = steps >= lengths[:, None]
+        assert torch.equal(result.tokens[after], result.logits.argmax(-1)[after])
+        # On the prefix the logits are those of teacher forcing (same inputs so far).
+        first = lengths[0]
+        assert torch.equal(result.logits[0, :first + 1].argmax(-1), own[0, :first + 1])
+    assert_close(result.logits, model.forced(memory, result.inputs).logits)
+
+
+def test_prefix_errors():
+    with pytest.raises(UnforcedError, match="Prefix.lengths"):
+        Prefix(torch.tensor([1, -1]))
+    with pytest.raises(UnforcedError, match="Prefix.lengths"):
+        Prefix(torch.tensor([[1, 2]]))
+    with pytest.raises(UnforcedError, match="Prefix.then"):
+        Prefix(torch.tensor([1]), then=Gold())
+    with pytest.raises(UnforcedError, match="gold"):
+        rollout(ScriptedModel(SCRIPT), None, Prefix(torch.tensor([1, 1, 1, 1])), batch_size=4, max_len=3)
+    with pytest.raises(UnforcedError, match="Prefix.lengths"):  # one length per row
+        rollout(ScriptedModel(SCRIPT), None, Prefix(torch.tensor([1, 1])), gold=PREFIX_GOLD)
+    with pytest.raises(UnforcedError, match="Prefix.lengths"):  # no gold to feed past the gold's width
+        rollout(ScriptedModel(SCRIPT), None, Prefix(torch.tensor([1, 7, 1, 1])), gold=PREFIX_GOLD, max_len=8)
+
+
+# ---------------------------------------------------------------------------------------------- soft feeds
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("feed", [Greedy(), Mix(0.5), Mix(0.5, per="sequence"), Prefix(torch.tensor([2, 0, 1, 5]))])
+@torch.no_grad()
+def test_soft_feed_of_a_one_hot_distribution_equals_the_hard_feed(kind, feed, tiny_model, padded_batch):
+    # At a temperature near 0 softmax(logits / T) is one-hot on the argmax: the expected embedding is the greedy
+    # token's own embedding (`model.embed` scaling included), so the soft rollout is the hard greedy one.
+    model = moderate_model(tiny_model, kind)
+    memory = encoded(model, padded_batch)
+    hard = rollout(model, memory, feed, gold=padded_batch.gold, stop_at_eos=False, generator=generator(3))
+    soft = rollout(model, memory, feed, gold=padded_batch.gold, stop_at_eos=False, generator=generator(3),
+                   soft=True, soft_temperature=1e-6)
+    assert torch.equal(soft.inputs, hard.inputs) and torch.equal(soft.tokens, hard.tokens)
+    assert_close(soft.logits, hard.logits)
+    if hard.gold_fed is not None:
+        assert torch.equal(soft.gold_fed, hard.gold_fed)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_soft_feed_is_the_expected_embedding_and_carries_gradient(kind, tiny_model, padded_batch):
+    model = moderate_model(tiny_model, kind)
+    memory = encoded(model, padded_batch)
+    result = rollout(model, memory, Greedy(), gold=padded_batch.gold, stop_at_eos=False, soft=True,
+                     soft_temperature=0.7)
+    # The step after step 0 is fed softmax(logits_0 / 0.7) @ E: replay it by hand.
+    table = model.embed(torch.arange(model.output_embedding().shape[0]))
+    fed = (result.logits[:, 0].detach() / 0.7).softmax(-1) @ table.detach()
+    state = model.start(memory, 4)
+    _, _, state = model.step(memory, state, result.inputs[:, 0])
+    by_hand, _, _ = model.step(memory, state, result.inputs[:, 1], embeddings=fed)
+    assert_close(result.logits[:, 1].detach(), by_hand.detach())
+    # Gradient flows from a late step back through the earlier choices into embeddings never fed as tokens.
+    model.zero_grad(set_to_none=True)
+    result.logits[:, -1].sum().backward()
+    grad = model.output_embedding().grad
+    unused = [row for row in range(grad.shape[0]) if row not in set(result.inputs.flatten().tolist())]
+    assert unused and grad[unused].abs().sum() > 0
+    model.zero_grad(set_to_none=True)
+
+
+def test_soft_temperature_must_be_positive(tiny_model, padded_batch):
+    model = tiny_model("gru")
+    with pytest.raises(UnforcedError, match="soft_temperature"):
+        rollout(model, encoded(model, padded_batch), Greedy(), gold=padded_batch.gold, soft=True,
+                soft_temperature=0.0)
+
+
+# ---------------------------------------------------------------------------------------------- detach_every
+
+
+def first_step_gradient(model, batch, soft: bool, **options) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, gradient that the last step's log-prob of gold sends to the first step).
+
+    Hard gold feeds: the gradient on the <bos> row of the embedding table (<bos> is fed at step 0 only). Soft
+    greedy feeds: the gradient on step 0's logits, whose softmax is step 1's input (every soft input touches every
+    row of the table, <bos> included, so the table's rows say nothing about where a path began).
+    """
+    model.zero_grad(set_to_none=True)
+    stepped = []
+    original = model.step
+
+    def step(*args, **kwargs):
+        logits, hidden, state = original(*args, **kwargs)
+        logits.retain_grad()
+        stepped.append(logits)
+        return logits, hidden, state
+
+    model.step = step
+    try:
+        result = rollout(model, encoded(model, batch), Greedy() if soft else Gold(), gold=batch.gold,
+                         stop_at_eos=False, soft=soft, **options)
+    finally:
+        del model.step
+    result.log_probs[:, -1].sum().backward()
+    grad = stepped[0].grad if soft else model.output_embedding().grad[BOS]
+    grad = torch.zeros(1) if grad is None else grad.clone()
+    model.zero_grad(set_to_none=True)
+    return result.logits.detach(), grad
+
+
+@pytest.mark.parametrize("kind", ["gru", "lstm"])
+@pytest.mark.parametrize("soft", [False, True])
+def test_detach_every_cuts_the_gradient_to_earlier_steps(kind, soft, tiny_model, batch_factory):
+    model = moderate_model(tiny_model, kind)
+    batch = batch_factory([3, 2, 4], [6, 6, 6], seed=2)
+    full_logits, full = first_step_gradient(model, batch, soft)
+    # Step 5 lies in the chunk of steps 4-5 (cut every 2) or 3-5 (every 3): no path back to step 0.
+    for every in (2, 3):
+        cut_logits, cut = first_step_gradient(model, batch, soft, detach_every=every)
+        assert_close(cut_logits, full_logits)  # the values are the same; only the gradient is truncated
+        assert float(full.abs().sum()) > 0 and float(cut.abs().sum()) == 0.0
+    # A cut past the last step leaves the graph whole.
+    _, long_cut = first_step_gradient(model, batch, soft, detach_every=6)
+    torch.testing.assert_close(long_cut, full)
+
+
+@pytest.mark.parametrize("kind", ["transformer", "decoder_only"])
+def test_detach_every_refuses_states_that_are_not_recurrent(kind, tiny_model, padded_batch):
+    model = tiny_model(kind)
+    with pytest.raises(UnforcedError, match="detach_every.*recurrent"):
+        rollout(model, encoded(model, padded_batch), Gold(), gold=padded_batch.gold, detach_every=2)
+
+
+@pytest.mark.parametrize("every", [0, -1, True, 1.5])
+def test_detach_every_must_be_a_positive_integer(every, tiny_model, padded_batch):
+    model = tiny_model("gru")
+    with pytest.raises(UnforcedError, match="detach_every"):
+        rollout(model, encoded(model, padded_batch), Gold(), gold=padded_batch.gold, detach_every=every)
 
 
 # ---------------------------------------------------------------------------------------------- beam search

@@ -1,18 +1,28 @@
 """Feeds and the decoding engine: roll a decoder forward, choosing at each step what it is fed.
 
-Teacher forcing, free running, scheduled sampling, SCST and every gap measurement are a choice of feed:
+Teacher forcing, free running, scheduled sampling, SCST, MIXER and every gap measurement are a choice of feed:
 
     Gold()                          the reference token y_(t-1)
     Greedy()                        the model's own argmax
     Sample(temperature, top_k)      a sample from the model's own softmax(logits / temperature), top-k truncated
     Mix(gold_ratio, own, per)       gold with probability `gold_ratio` (the teacher-forcing ratio), else `own`;
                                     one coin per token, per sequence, or per batch
+    Prefix(lengths, then)           gold for the first lengths[b] tokens of row b, then `then`'s own tokens
+                                    (MIXER, Ranzato et al. 2016)
 
 At every step the rollout records the model's own choice (`tokens`) and what was actually fed next (`inputs`).
+Two switches change how the feed enters the decoder, not what is chosen:
+
+    soft=True           an own input is the expected embedding softmax(logits / soft_temperature) @ E (E the
+                        embedding table as `model.embed` scales it) instead of a token, so the gradient flows
+                        back through the choice (gold inputs stay the gold embedding)
+    detach_every=k      truncated backpropagation through time (Williams and Peng 1990): the recurrent state is
+                        detached before steps k, 2k, ..., so no gradient crosses a cut
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -68,19 +78,42 @@ class Mix:
             raise UnforcedError("Mix.own must be Greedy() or Sample(...)")
 
 
-Feed = Gold | Greedy | Sample | Mix
+@dataclass(frozen=True, eq=False)
+class Prefix:
+    """Feed gold for the first `lengths[b]` tokens of row b, then the `then` feed's own tokens (MIXER).
+
+    The sequence a Prefix rollout produces is y_t = gold_t for t < lengths[b], else the model's own choice at t;
+    its `tokens` are that sequence (so the prefix is part of the output), and it ends at the sequence's first
+    <eos>. Inputs 0 .. lengths[b] are gold (<bos> first).
+    """
+
+    lengths: Tensor  # (batch,) gold tokens per row
+    then: Greedy | Sample = field(default_factory=Greedy)
+
+    def __post_init__(self):
+        lengths = torch.as_tensor(self.lengths)
+        if lengths.dim() != 1 or lengths.is_floating_point() or lengths.dtype == torch.bool:
+            raise UnforcedError(f"Prefix.lengths must be a 1-D tensor of integers, got {self.lengths!r}")
+        if lengths.numel() and int(lengths.min()) < 0:
+            raise UnforcedError(f"Prefix.lengths must not be negative, got {lengths.tolist()}")
+        if not isinstance(self.then, Greedy | Sample):
+            raise UnforcedError("Prefix.then must be Greedy() or Sample(...)")
+        object.__setattr__(self, "lengths", lengths.long())
+
+
+Feed = Gold | Greedy | Sample | Mix | Prefix
 
 
 @dataclass
 class Rollout:
-    tokens: Tensor  # (batch, time) the model's own choice at each step
-    inputs: Tensor  # (batch, time) what was fed at each step (<bos> first)
+    tokens: Tensor  # (batch, time) the model's own choice at each step (Prefix: the gold prefix, then own)
+    inputs: Tensor  # (batch, time) what was fed at each step (<bos> first; soft feeds: the own token chosen)
     logits: Tensor  # (batch, time, vocab)
     log_probs: Tensor  # (batch, time) log-prob of the gold token if gold was given, else of `tokens`
     hidden: Tensor | None  # (batch, time, hidden)
     lengths: Tensor  # (batch,) steps up to and including the first <eos>: of gold when given, else of `tokens`
     mask: Tensor  # (batch, time) True on steps inside `lengths`
-    gold_fed: Tensor | None = None  # (batch, time) True where the input at that step was gold (Mix only)
+    gold_fed: Tensor | None = None  # (batch, time) True where the input at that step was gold (Mix and Prefix)
 
 
 def sample_tokens(logits: Tensor, temperature: float = 1.0, top_k: int | None = None,
@@ -103,10 +136,11 @@ def sample_tokens(logits: Tensor, temperature: float = 1.0, top_k: int | None = 
     return choice[:, 0]
 
 
-def _own(feed: Greedy | Sample, logits: Tensor, generator) -> Tensor:
+def own_tokens(feed: Greedy | Sample, logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """logits (rows, vocab) -> the feed's own token per row (argmax or a sample), never differentiated."""
     if isinstance(feed, Sample):
         return sample_tokens(logits, feed.temperature, feed.top_k, generator)
-    return logits.argmax(-1)
+    return logits.detach().argmax(-1)
 
 
 def gold_coins(feed: Mix, batch: int, time: int, generator=None, device=None) -> Tensor:
@@ -114,6 +148,16 @@ def gold_coins(feed: Mix, batch: int, time: int, generator=None, device=None) ->
     shape = {"token": (batch, time), "sequence": (batch, 1), "batch": (1, 1)}[feed.per]
     coins = torch.rand(shape, generator=generator, device=device) < feed.gold_ratio
     return coins.expand(batch, time)
+
+
+def soft_embedding(logits: Tensor, table: Tensor, temperature: float = 1.0) -> Tensor:
+    """The expected input embedding softmax(logits / temperature) @ table: (..., vocab) -> (..., embedding)."""
+    return (logits.float() / temperature).softmax(-1).to(table.dtype) @ table
+
+
+def embedding_table(model, device=None) -> Tensor:
+    """(vocab, embedding) every token's input embedding, scaled as `model.embed` scales it."""
+    return model.embed(torch.arange(model.output_embedding().shape[0], device=device))
 
 
 def _stop_lengths(tokens: Tensor) -> Tensor:
@@ -124,18 +168,24 @@ def _stop_lengths(tokens: Tensor) -> Tensor:
 
 
 def rollout(model, memory, feed: Feed, gold: Tensor | None = None, max_len: int | None = None,
-            generator: torch.Generator | None = None, stop_at_eos: bool = True,
-            keep_hidden: bool = True, batch_size: int | None = None) -> Rollout:
+            soft: bool = False, detach_every: int | None = None, *, soft_temperature: float = 1.0,
+            generator: torch.Generator | None = None, stop_at_eos: bool = True, keep_hidden: bool = True,
+            batch_size: int | None = None) -> Rollout:
     """Run the decoder for `max_len` steps (default: gold's width), feeding what `feed` chooses.
 
     gold: (batch, time) reference outputs y_1..y_T, <eos>, padded; the input at step t is <bos> for t = 0, then
     gold[t-1] or the model's own token of step t-1. With `stop_at_eos`, decoding ends when every row has emitted
     <eos>, and rows are masked after their first <eos> (gold's when gold is given, as `log_probs` score gold;
-    else the model's own). Without it, every row runs the full width (the
-    diagnostics do this, to score every gold position along the model's own path).
-    Gradients flow through the logits when called with grad enabled; token choices are never differentiated.
+    else the model's own; a Prefix rollout's own sequence). Without it, every row runs the full width (the
+    diagnostics do this, to score every gold position along the model's own path). A Prefix rollout may run past
+    gold's width (gold is read on the prefix only).
+    soft: own inputs are softmax(logits / soft_temperature) @ the embedding table, passed as `embeddings=` to
+    `model.step` (gold inputs are gold's embedding); the gradient then flows through those choices.
+    detach_every: detach the recurrent state every k steps (truncated BPTT); recurrent (tensor) states only. With
+    soft feeds the softmax weights of an input across a cut are detached too, so no gradient crosses it.
+    Gradients flow through the logits when called with grad enabled; hard token choices are never differentiated.
     """
-    if gold is None and isinstance(feed, Gold | Mix):
+    if gold is None and isinstance(feed, Gold | Mix | Prefix):
         raise UnforcedError(f"feed {type(feed).__name__} needs gold tokens")
     batch = gold.shape[0] if gold is not None else batch_size
     if batch is None:
@@ -143,45 +193,82 @@ def rollout(model, memory, feed: Feed, gold: Tensor | None = None, max_len: int 
     steps = max_len if max_len is not None else (gold.shape[1] if gold is not None else None)
     if steps is None:
         raise UnforcedError("rollout needs gold or max_len")
-    if gold is not None and steps > gold.shape[1]:
+    if gold is not None and steps > gold.shape[1] and not isinstance(feed, Prefix):
         raise UnforcedError(f"max_len {steps} is longer than the gold tokens ({gold.shape[1]})")
+    if detach_every is not None and (isinstance(detach_every, bool) or not isinstance(detach_every, int)
+                                     or detach_every < 1):
+        raise UnforcedError(f"rollout detach_every must be None or an integer >= 1, got {detach_every!r}")
+    if soft and not (soft_temperature > 0 and math.isfinite(soft_temperature)):
+        raise UnforcedError(f"rollout soft_temperature must be a positive number, got {soft_temperature}")
     device = next(model.parameters()).device
-    coins = None
-    if isinstance(feed, Mix):
+    is_gold, is_mix, is_prefix = isinstance(feed, Gold), isinstance(feed, Mix), isinstance(feed, Prefix)
+    own_feed = feed.own if is_mix else feed.then if is_prefix else Greedy() if is_gold else feed
+    coins = None  # (batch, steps) True where the input of that step is gold
+    prefix, prefix_end = None, 0
+    if is_mix:
         coins = gold_coins(feed, batch, steps, generator, device).clone()
         coins[:, 0] = True  # the first input is always <bos>
+    elif is_prefix:
+        prefix = feed.lengths.to(device)
+        if prefix.shape != (batch,):
+            raise UnforcedError(f"Prefix.lengths has {tuple(prefix.shape)} entries for a batch of {batch}")
+        prefix_end = int(prefix.max()) if batch else 0
+        if prefix_end > gold.shape[1]:
+            raise UnforcedError(f"Prefix.lengths reach {prefix_end}, past the gold tokens ({gold.shape[1]})")
+        coins = torch.arange(steps, device=device)[None, :] <= prefix[:, None]
     state = model.start(memory, batch)
+    if detach_every is not None and not isinstance(state, Tensor):
+        raise UnforcedError(f"rollout detach_every (truncated backpropagation) works on recurrent models only: the "
+                            f"state of {type(model).__name__} is a {type(state).__name__}, not a recurrent tensor")
+    table = embedding_table(model, device) if soft and not is_gold else None  # (vocab, embedding)
+    stops_early = stop_at_eos and (gold is None or is_prefix)
     fed = torch.full((batch,), BOS, dtype=torch.long, device=device)
+    embedded = None  # (batch, embedding) the soft input of this step, None for a token input
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     tokens, inputs, logits_all, hiddens = [], [], [], []
     for t in range(steps):
+        if detach_every is not None and t and t % detach_every == 0:
+            state = state.detach()
         inputs.append(fed)
-        logits, hidden, state = model.step(memory, state, fed)
+        if embedded is None:
+            logits, hidden, state = model.step(memory, state, fed)
+        else:
+            logits, hidden, state = model.step(memory, state, fed, embeddings=embedded)
         logits_all.append(logits)
         if keep_hidden:
             hiddens.append(hidden)
-        own_feed = feed.own if isinstance(feed, Mix) else (Greedy() if isinstance(feed, Gold) else feed)
-        own = _own(own_feed, logits, generator)
+        own = own_tokens(own_feed, logits, generator)
+        if is_prefix and t < prefix_end:
+            own = torch.where(t < prefix, gold[:, t], own)
         tokens.append(own)
-        done = done | (own == EOS)
+        if stops_early:
+            done = done | (own == EOS)
         if t + 1 < steps:
-            if isinstance(feed, Gold):
+            if is_gold:
                 fed = gold[:, t]
-            elif isinstance(feed, Mix):
+            elif is_mix:
                 fed = torch.where(coins[:, t + 1], gold[:, t], own)
             else:
                 fed = own
-        if stop_at_eos and gold is None and bool(done.all()):
+            if table is not None:
+                weights = (logits.float() / soft_temperature).softmax(-1)  # (batch, vocab)
+                if detach_every is not None and (t + 1) % detach_every == 0:
+                    weights = weights.detach()
+                embedded = weights.to(table.dtype) @ table  # (batch, embedding)
+                if coins is not None and t < gold.shape[1]:
+                    embedded = torch.where(coins[:, t + 1, None], model.embed(gold[:, t]), embedded)
+        if stops_early and bool(done.all()):
             break
     tokens_t = torch.stack(tokens, 1)
     logits_t = torch.stack(logits_all, 1)  # (batch, time, vocab)
     time = tokens_t.shape[1]
     log_softmax = logits_t.log_softmax(-1)
-    target = gold[:, :time] if gold is not None else tokens_t
+    scores_gold = gold is not None and not is_prefix
+    target = gold[:, :time] if scores_gold else tokens_t
     log_probs = log_softmax.gather(2, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
     if not stop_at_eos:
         lengths = torch.full((batch,), time, dtype=torch.long, device=device)
-    elif gold is not None:  # log_probs score the gold tokens, so gold decides where each row ends
+    elif scores_gold:  # log_probs score the gold tokens, so gold decides where each row ends
         lengths = (gold[:, :time] != PAD).sum(1)
     else:
         lengths = _stop_lengths(tokens_t)
