@@ -4,9 +4,9 @@ Compares, in one run and on the same batch, for the GRU and LSTM encoder-decoder
 embedding 256, hidden 512, batch 64, lengths 30) at teacher-forcing ratio 0.5:
 
     teacher_forcing   one forced pass (the floor)
-    parallel          Duckworth et al. 2019, 2 passes (one without gradient)
-    exact             the library's exact mode: the sequential rollout chooses the feeds without gradient,
-                      one forced pass with gradient scores them (same loss and gradients)
+    parallel          `parallel_scheduled_sampling` (Duckworth et al. 2019), 2 passes (one without gradient)
+    exact             `scheduled_sampling`: the sequential rollout chooses the feeds without gradient, one
+                      forced pass with gradient scores them (same loss and gradients)
     exact_through_steps  the same rollout differentiated through every step (`rollout` with grad)
     naive             scheduled sampling as often first written: a Python loop over steps (even at ratio 1.0),
                       one coin per step for the whole batch, an `outputs` tensor filled step by step
@@ -30,11 +30,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_step import QUICK, REFERENCE, model_config, random_batch, time_steps  # noqa: E402
 
 from unforced.models import build_model  # noqa: E402
-from unforced.rollout import Greedy, Mix, rollout  # noqa: E402
+from unforced.rollout import rollout  # noqa: E402
 from unforced.strategies.base import StepOutput, token_nll  # noqa: E402
+from unforced.strategies.parallel_scheduled_sampling import (  # noqa: E402
+    ParallelScheduledSampling,
+    ParallelScheduledSamplingConfig,
+)
 from unforced.strategies.scheduled_sampling import ScheduledSampling, ScheduledSamplingConfig  # noqa: E402
 from unforced.strategies.teacher_forcing import TeacherForcing  # noqa: E402
-from unforced.tasks.tokenizers import BOS  # noqa: E402
+from unforced.vocab import BOS  # noqa: E402
 
 RATIO = 0.5
 
@@ -66,22 +70,21 @@ class NaiveScheduledSampling:
 
 
 class ThroughSteps(ScheduledSampling):
-    """Exact mode with the gradient taken through every step of the rollout."""
+    """Sequential scheduled sampling with the gradient taken through every step of the rollout."""
 
-    def _exact(self, model, memory, batch, ratio):
-        own = Greedy()
-        result = rollout(model, memory, Mix(ratio, own, self.config.per), gold=batch.gold,
-                         generator=self.generator, stop_at_eos=False, keep_hidden=False)
+    def mixed_logits(self, model, memory, batch, ratio):
+        result = rollout(model, memory, self.config.mix(ratio), gold=batch.gold,
+                         generator=self.ratio.generator_on(batch.gold.device), stop_at_eos=False, keep_hidden=False)
         return result.logits, result.gold_fed
 
 
 def strategies(ratio: float) -> dict:
-    def scheduled(mode: str) -> ScheduledSampling:
-        return ScheduledSampling(ScheduledSamplingConfig(schedule="constant", schedule_params={"ratio": ratio},
-                                                         mode=mode, passes=2), seed=0)
-
-    return {"teacher_forcing": TeacherForcing(), "parallel": scheduled("parallel"), "exact": scheduled("exact"),
-            "exact_through_steps": ThroughSteps(scheduled("exact").config), "naive": NaiveScheduledSampling(ratio)}
+    schedule = {"schedule": "constant", "schedule_params": {"ratio": ratio}}
+    return {"teacher_forcing": TeacherForcing(),
+            "parallel": ParallelScheduledSampling(ParallelScheduledSamplingConfig(**schedule, passes=2), seed=0),
+            "exact": ScheduledSampling(ScheduledSamplingConfig(**schedule), seed=0),
+            "exact_through_steps": ThroughSteps(ScheduledSamplingConfig(**schedule), seed=0),
+            "naive": NaiveScheduledSampling(ratio)}
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -13,6 +13,7 @@ from test_reinforce import toy_model, toy_task  # the toy translator: six pairs,
 from unforced.errors import UnforcedError
 from unforced.rewards import get_reward
 from unforced.strategies import preference as preference_module
+from unforced.strategies.base import Stateful, TaskBound, WarmStarted
 from unforced.strategies.preference import Preference, PreferenceConfig, best_worst_pairs, dpo_loss
 from unforced.strategies.teacher_forcing import TeacherForcing
 from unforced.train import TrainConfig, Trainer
@@ -191,6 +192,16 @@ def test_unbound_strategy_asks_for_bind():
     task = toy_task()
     with pytest.raises(UnforcedError, match="bind"):
         Preference(PreferenceConfig(reward=None)).loss(toy_model(task), task.collate(task.train), 0)
+
+
+def test_the_default_reward_is_the_task_metric_and_it_starts_warm():
+    task = toy_task()
+    task.metric = "exact_match"
+    assert PreferenceConfig().reward is None
+    bound = Preference().bind(task)
+    assert bound.reward(["uno dos tres"], [["uno dos tres"]])[0] == 1.0
+    assert bound.reward(["uno dos"], [["uno dos tres"]])[0] == 0.0  # exact match, not BLEU
+    assert isinstance(bound, WarmStarted) and isinstance(bound, TaskBound) and isinstance(bound, Stateful)
 
 
 def mean_sample_reward(model, task, reward, seed: int = 123, samples: int = 32) -> float:

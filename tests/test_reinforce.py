@@ -13,6 +13,8 @@ from unforced.errors import UnforcedError
 from unforced.models import ModelConfig, build_model
 from unforced.rewards import get_reward
 from unforced.rollout import Greedy, rollout
+from unforced.strategies import make_strategy
+from unforced.strategies.base import TaskBound, WarmStarted
 from unforced.strategies.reinforce import Reinforce, ReinforceConfig, advantages, sequence_log_probs
 from unforced.strategies.teacher_forcing import TeacherForcing
 from unforced.tasks.base import Task
@@ -73,18 +75,18 @@ def test_config_errors_name_the_field():
                            ({"baseline": "leave_one_out", "samples": 1}, "samples"), ({"reward": "rouge"}, "reward"),
                            ({"rl_weight": 1.5}, "rl_weight"), ({"temperature": 0.0}, "temperature"),
                            ({"rl_weight_schedule": {"name": "nope"}}, "rl_weight_schedule"),
-                           ({"mixer_delta_growth": 3}, "mixer_delta_growth")]:
+                           ({"top_k": 0}, "top_k"), ({"max_len": 0}, "max_len"),
+                           ({"max_len_factor": 0.0}, "max_len_factor"), ({"entropy_bonus": -1.0}, "entropy_bonus")]:
         with pytest.raises(UnforcedError, match=f"reinforce.{field}"):
             ReinforceConfig(**options)
+    with pytest.raises(UnforcedError, match="mixer_delta"):  # MIXER is its own strategy now
+        make_strategy("reinforce", {"mixer_delta": 2})
 
 
 def test_eos_is_inside_the_log_prob_sum():
     logits = torch.randn(1, 4, 6, generator=torch.Generator().manual_seed(0))
     tokens = torch.tensor([[4, 5, EOS, 4]])
-    from unforced.strategies.reinforce import _through_first_eos
-
-    mask = _through_first_eos(tokens)
-    assert mask.tolist() == [[True, True, True, False]]
+    mask = torch.tensor([[True, True, True, False]])  # a rollout's mask: through the first <eos> (test_rollout.py)
     log_softmax = logits.log_softmax(-1)[0]
     expected = log_softmax[0, 4] + log_softmax[1, 5] + log_softmax[2, EOS]
     assert torch.allclose(sequence_log_probs(logits, tokens, mask), expected.view(1))
@@ -156,13 +158,13 @@ def test_same_seed_same_loss_and_state_round_trip():
     assert torch.equal(other.loss(model, batch, 1).loss, after)
 
 
-def test_mixer_and_schedule_run():
+def test_rl_weight_schedule_and_entropy_bonus_run():
     task = toy_task()
     model, batch = toy_model(task), task.collate(task.train)
-    mixer = strategy(task, samples=2, mixer_delta=1, mixer_delta_growth=10, rl_weight=0.5, entropy_bonus=0.01)
-    output = mixer.loss(model, batch, 10)
+    mixed = strategy(task, samples=2, rl_weight=0.5, entropy_bonus=0.01)
+    output = mixed.loss(model, batch, 10)
     output.loss.backward()
-    assert output.logs["mixer_delta"] == 2.0 and "prefix_nll" in output.logs and "nll" in output.logs
+    assert "entropy" in output.logs and "nll" in output.logs and output.logs["rl_weight"] == 0.5
     scheduled = strategy(task, rl_weight_schedule={"name": "linear", "start": 0.0, "end": 1.0, "steps": 10})
     assert scheduled.rl_weight(0) == 0.0 and scheduled.rl_weight(5) == 0.5
 
@@ -207,7 +209,9 @@ def test_scst_raises_the_free_running_reward():
 def test_bind_takes_the_task_metric():
     task = toy_task()
     task.metric = "exact_match"
-    bound = strategy(task, reward=None)
+    assert ReinforceConfig().reward is None  # the default: the task's metric, set in bind
+    assert isinstance(Reinforce(), WarmStarted) and isinstance(Reinforce(), TaskBound)
+    bound = strategy(task)
     assert bound.reward(["uno dos tres"], [["uno dos tres"]])[0] == 1.0
     assert bound.decode([[4, 5, EOS, 6]]) == [task.target_tokenizer.decode([4, 5])]
     unbound = Reinforce(ReinforceConfig(reward=None))

@@ -123,17 +123,23 @@ MODEL = {**{name: bad_int(1) for name in ("embedding", "hidden", "layers", "head
 TASK = {"length": st.integers(-10**6, 0), "size": st.integers(-10**6, 2), "symbols": st.one_of(
     st.integers(-10**6, 1), st.integers(27, 10**6)), "min_length": st.one_of(st.integers(-10**6, 0),
                                                                            st.integers(5, 10**6))}
+SCHEDULED_FEEDS = {
+    "schedule": bad_choice(), "schedule_params": st.one_of(bad_mapping, st.fixed_dictionaries(
+        {"k": st.one_of(st.integers(-10**6, 0), non_finite, not_a_number, st.none())})),
+    "min_ratio": bad_float(0.0, 1.0, high_open=False), "per": bad_choice(), "own": bad_choice(),
+    "soft": bad_bool, "temperature": bad_float(0.0, low_open=False, inf=False),
+    "curriculum": st.one_of(bad_mapping, st.just({}), st.fixed_dictionaries(
+        {"max_length_start": bad_int(1), "max_length_end": st.just(5), "steps": st.just(10)}))}
 STRATEGIES = {
-    "teacher_forcing": {"label_smoothing": bad_float(0.0, 1.0)},
-    "scheduled_sampling": {
-        "schedule": bad_choice(), "schedule_params": st.one_of(bad_mapping, st.fixed_dictionaries(
-            {"k": st.one_of(st.integers(-10**6, 0), non_finite, not_a_number, st.none())})),
-        "min_ratio": bad_float(0.0, 1.0, high_open=False), "per": bad_choice(), "own": bad_choice(),
-        "mode": bad_choice(), "soft": bad_bool, "passes": bad_int(2),
-        "temperature": bad_float(0.0, low_open=False, inf=False),
-        "tbptt": st.one_of(bad_int(1, optional=True), st.integers(1, 10**6)),  # tbptt needs mode "exact"
-        "curriculum": st.one_of(bad_mapping, st.just({}), st.fixed_dictionaries(
-            {"max_length_start": bad_int(1), "max_length_end": st.just(5), "steps": st.just(10)}))},
+    "teacher_forcing": {"label_smoothing": bad_float(0.0, 1.0), "tbptt": bad_int(1, optional=True)},
+    "scheduled_sampling": SCHEDULED_FEEDS,
+    "parallel_scheduled_sampling": {**SCHEDULED_FEEDS, "passes": bad_int(2)},
+    "mixer": {
+        "delta": bad_int(0), "delta_growth": bad_int(1, optional=True), "reward": bad_choice(optional=True),
+        "baseline": bad_choice(), "normalize_advantage": bad_bool, "samples": bad_int(1),
+        "temperature": bad_float(0.0, low_open=False), "top_k": bad_int(1, optional=True),
+        "max_len": bad_int(1, optional=True), "max_len_factor": bad_float(0.0, low_open=False),
+        "entropy_bonus": bad_float(0.0)},
     "reinforce": {
         "reward": bad_choice(optional=True), "baseline": bad_choice(), "normalize_advantage": bad_bool,
         "samples": bad_int(1), "temperature": bad_float(0.0, low_open=False),
@@ -143,8 +149,7 @@ STRATEGIES = {
                                         st.fixed_dictionaries({"name": bad_choice()}),
                                         st.fixed_dictionaries({"name": st.just("linear"),
                                                                "steps": bad_int(1)})),
-        "entropy_bonus": bad_float(0.0), "mixer_delta": bad_int(0, optional=True),
-        "mixer_delta_growth": st.one_of(bad_int(1, optional=True), st.integers(1, 10**6))},  # needs mixer_delta
+        "entropy_bonus": bad_float(0.0)},
     "preference": {
         "reward": bad_choice(optional=True), "pairs": bad_choice(), "samples": bad_int(2),
         "temperature": bad_float(0.0, low_open=False), "top_k": bad_int(1, optional=True),

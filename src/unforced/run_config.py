@@ -13,51 +13,56 @@ from unforced.config import validate_config
 from unforced.errors import UnforcedError
 from unforced.strategies import STRATEGIES
 
-DEFAULT_STRATEGIES = ["teacher_forcing", "scheduled_sampling", "reinforce", "recommended"]
+DEFAULT_STRATEGIES = ["teacher_forcing", "parallel_scheduled_sampling", "reinforce", "recommended"]
 
 # Presets: sizes that keep `--quick` under 3 minutes on 2 CPU cores (measured: a teacher-forcing step ~140 ms,
 # scheduled sampling ~160 ms, an SCST step ~1.1 s at the quick size), a default under 20 minutes, and a large
 # one for better numbers. `fine_tune_steps` is the budget of a warm-started strategy named alone (reinforce);
 # `recommended` is the usual practice as a chain: teacher forcing, then a decaying forcing ratio, then a reward
-# fine-tune. The inverse-sigmoid k of scheduled sampling is set so the ratio falls to ~0.3 by the end of the
-# budget (k ln(2.33 k) ~ steps). The reward fine-tune samples at temperature 0.5 with a learning rate of 3e-4:
-# measured on the default task from the teacher-forced checkpoint (valid BLEU 6.7 teacher-forced, 5.5 free), at
-# temperature 1 and 2e-3 the samples rarely beat the greedy baseline (22% of them) and free-running BLEU fell; at
-# 0.5 and 3e-4 it rose to 5.9. `phase_train` overrides train settings for the phases of one strategy (a short
-# fine-tune is evaluated more often, so its curve shows in the report).
+# fine-tune. Scheduled sampling runs in its parallel form (Duckworth et al. 2019, two forced passes), a small cost
+# over teacher forcing; the sequential `scheduled_sampling` (a decode per step) gets the same schedule when named.
+# The inverse-sigmoid k is set so the ratio falls to ~0.3 by the end of the budget (k ln(2.33 k) ~ steps). The
+# reward fine-tune samples at temperature 0.5 with a learning rate of 3e-4: measured on the default task from the
+# teacher-forced checkpoint (valid BLEU 6.7 teacher-forced, 5.5 free), at temperature 1 and 2e-3 the samples
+# rarely beat the greedy baseline (22% of them) and free-running BLEU fell; at 0.5 and 3e-4 it rose to 5.9.
+# `phase_train` overrides train settings for the phases of one strategy (a short fine-tune is evaluated more
+# often, so its curve shows in the report).
 PRESETS: dict[str, dict] = {
     "quick": {
         "task": {"bible-en-es": {"max_words": 16, "vocab_size": 1500},
                  "toy-translation": {"size": 3000}},
         "model": {"kind": "gru", "embedding": 96, "hidden": 192, "dropout": 0.1},
         "train": {"steps": 200, "batch_size": 64, "eval_every": 100, "checkpoint_every": 100, "eval_limit": 100},
-        "strategy_options": {"scheduled_sampling": {"schedule_params": {"k": 40.0}},
+        "strategy_options": {"parallel_scheduled_sampling": {"schedule_params": {"k": 40.0}},
+                             "scheduled_sampling": {"schedule_params": {"k": 40.0}},
                              "reinforce": {"temperature": 0.5}},
         "phase_train": {"reinforce": {"learning_rate": 3e-4, "warmup": 0, "eval_every": 10}},
         "fine_tune_steps": 20,
-        "recommended": "teacher_forcing:100>scheduled_sampling:60>reinforce:12",
+        "recommended": "teacher_forcing:100>parallel_scheduled_sampling:60>reinforce:12",
         "test_limit": 300,
     },
     "default": {
         "task": {"bible-en-es": {"max_words": 20, "vocab_size": 2000}},
         "model": {"kind": "gru", "embedding": 128, "hidden": 256, "dropout": 0.2},
         "train": {"steps": 1200, "batch_size": 64, "eval_every": 200, "checkpoint_every": 200},
-        "strategy_options": {"scheduled_sampling": {"schedule_params": {"k": 180.0}},
+        "strategy_options": {"parallel_scheduled_sampling": {"schedule_params": {"k": 180.0}},
+                             "scheduled_sampling": {"schedule_params": {"k": 180.0}},
                              "reinforce": {"temperature": 0.5}},
         "phase_train": {"reinforce": {"learning_rate": 3e-4, "warmup": 0, "eval_every": 20}},
         "fine_tune_steps": 80,
-        "recommended": "teacher_forcing:600>scheduled_sampling:400>reinforce:50",
+        "recommended": "teacher_forcing:600>parallel_scheduled_sampling:400>reinforce:50",
         "test_limit": 1000,
     },
     "large": {
         "task": {"bible-en-es": {"max_words": 30, "vocab_size": 4000}},
         "model": {"kind": "gru", "embedding": 256, "hidden": 512, "dropout": 0.2},
         "train": {"steps": 12000, "batch_size": 64, "eval_every": 1000, "checkpoint_every": 500},
-        "strategy_options": {"scheduled_sampling": {"schedule_params": {"k": 1100.0}},
+        "strategy_options": {"parallel_scheduled_sampling": {"schedule_params": {"k": 1100.0}},
+                             "scheduled_sampling": {"schedule_params": {"k": 1100.0}},
                              "reinforce": {"temperature": 0.5}},
         "phase_train": {"reinforce": {"learning_rate": 3e-4, "warmup": 0, "eval_every": 250}},
         "fine_tune_steps": 1000,
-        "recommended": "teacher_forcing:6000>scheduled_sampling:4000>reinforce:1000",
+        "recommended": "teacher_forcing:6000>parallel_scheduled_sampling:4000>reinforce:1000",
         "test_limit": 2000,
     },
 }

@@ -5,6 +5,11 @@ from __future__ import annotations
 from unforced.config import validate_config
 from unforced.errors import UnforcedError
 from unforced.strategies.base import StepOutput, Strategy, needs_warm_start, token_nll
+from unforced.strategies.mixer import Mixer, MixerConfig
+from unforced.strategies.parallel_scheduled_sampling import (
+    ParallelScheduledSampling,
+    ParallelScheduledSamplingConfig,
+)
 from unforced.strategies.preference import Preference, PreferenceConfig
 from unforced.strategies.reinforce import Reinforce, ReinforceConfig
 from unforced.strategies.scheduled_sampling import ScheduledSampling, ScheduledSamplingConfig
@@ -13,7 +18,9 @@ from unforced.strategies.teacher_forcing import TeacherForcing, TeacherForcingCo
 STRATEGIES: dict[str, tuple[type, type]] = {
     "teacher_forcing": (TeacherForcingConfig, TeacherForcing),
     "scheduled_sampling": (ScheduledSamplingConfig, ScheduledSampling),
+    "parallel_scheduled_sampling": (ParallelScheduledSamplingConfig, ParallelScheduledSampling),
     "reinforce": (ReinforceConfig, Reinforce),
+    "mixer": (MixerConfig, Mixer),
     "preference": (PreferenceConfig, Preference),
 }
 

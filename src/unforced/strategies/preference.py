@@ -29,8 +29,13 @@ from unforced.models import repeat_rows, select_rows
 from unforced.rewards import REWARDS, Reward, get_reward, safe_reward
 from unforced.rollout import Sample, rollout
 from unforced.strategies.base import StepOutput, generator_for, token_nll
-from unforced.strategies.reinforce import decode_budget, decoder_and_reward, sequence_log_probs
-from unforced.vocab import BOS
+from unforced.strategies.reinforce import (
+    decode_budget,
+    decoder_and_reward,
+    sequence_log_probs,
+    shifted,
+    skipped_batch,
+)
 
 PAIRINGS = ("best_worst",)
 
@@ -41,9 +46,8 @@ class PreferenceConfig:
 
     > Parameters that control the reward
 
-    reward (str or None, default "bleu"): a name in `unforced.rewards.REWARDS` ("bleu", "chrf", "exact_match",
-        "neg_wer", ...) that ranks the samples. None: the task's metric, set by `Preference.bind(task)` (the
-        experiment passes None when the user gave no reward, as for reinforce).
+    reward (str or None, default None): a name in `unforced.rewards.REWARDS` ("bleu", "chrf", "exact_match",
+        "neg_wer", ...) that ranks the samples. None: the task's metric, set by `Preference.bind(task)`.
     pairs (str, default "best_worst"): how pairs are made from the K ranked samples. "best_worst": per source,
         the highest-reward sample is chosen and the lowest rejected (Guo et al. 2024 rank two; more samples
         widen the gap); a source whose best and worst rewards tie gives no pair.
@@ -67,7 +71,7 @@ class PreferenceConfig:
         (Pang et al. 2024 add an NLL term for this).
     """
 
-    reward: str | None = "bleu"
+    reward: str | None = None
     pairs: str = "best_worst"
     samples: int = 4
     temperature: float = 1.0
@@ -122,12 +126,6 @@ def best_worst_pairs(rewards: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return rows[keep], chosen[keep], rejected[keep]
 
 
-def _shifted(tokens: Tensor) -> Tensor:
-    """The inputs that feed `tokens` back: <bos>, y_1 .. y_(T-1)."""
-    bos = torch.full((tokens.shape[0], 1), BOS, dtype=torch.long, device=tokens.device)
-    return torch.cat([bos, tokens[:, :-1]], 1)
-
-
 class Preference:
     """Online DPO against a frozen reference; see `PreferenceConfig`.
 
@@ -143,6 +141,7 @@ class Preference:
     """
 
     name = "preference"
+    warm_start = True  # fine-tunes a trained model: named alone in a run, it starts from teacher forcing's
 
     def __init__(self, config: PreferenceConfig | None = None, seed: int = 0):
         self.config = config or PreferenceConfig()
@@ -208,10 +207,7 @@ class Preference:
         references = [refs for refs in batch.references for _ in range(samples)]
         values, message = safe_reward(self.reward, self.decode(tokens.tolist()), references)
         if values is None:  # as reinforce: a leaf touching no parameter leaves every weight (and AdamW) as it was
-            self.skipped_batches += 1
-            self.last_skip_message = message
-            logs.update(skipped_batch=1.0, skip_message=message)
-            return StepOutput(loss=torch.zeros((), requires_grad=True), logs=logs)
+            return skipped_batch(self, logs, message)
         rewards = torch.as_tensor(np.asarray(values), dtype=torch.float32).view(rows, samples)  # (batch, K)
         sources, chosen, rejected = best_worst_pairs(rewards)
         pairs = len(sources)
@@ -226,7 +222,7 @@ class Preference:
         device = tokens.device
         picked = torch.cat([sources * samples + chosen, sources * samples + rejected]).to(device)  # (2P,)
         pair_tokens, pair_mask = tokens[picked], mask[picked]  # (2P, time)
-        inputs = _shifted(pair_tokens)
+        inputs = shifted(pair_tokens)
         source_rows = torch.cat([sources, sources]).to(device)
         policy_logits = model.forced(select_rows(memory, source_rows), inputs).logits  # (2P, time, vocab)
         policy = sequence_log_probs(policy_logits, pair_tokens, pair_mask)  # (2P,)

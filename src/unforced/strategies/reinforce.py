@@ -8,8 +8,8 @@ log-probability of the samples that beat a baseline:
 The baseline b is the reward of the model's own greedy decode ("greedy": self-critical, Rennie et al. 2017), the
 mean of the K samples' rewards ("mean"), the mean of the other K - 1 ("leave_one_out": RLOO, Kool et al. 2019),
 or 0 ("none"). Sampling and the greedy decode run without gradient; one `forced` pass over the samples carries
-it. MIXER (Ranzato et al. 2016) trains the first T - delta tokens with cross-entropy on gold and the rest on
-the reward.
+it. MIXER (Ranzato et al. 2016), which feeds a gold prefix first, is its own strategy (`mixer`) built on the
+pieces here: `score_samples` and `policy_gradient`.
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ from torch import Tensor
 from unforced.errors import UnforcedError
 from unforced.models import repeat_rows
 from unforced.rewards import REWARDS, Reward, get_reward, safe_reward
-from unforced.rollout import Greedy, Sample, rollout, sample_tokens
+from unforced.rollout import Greedy, Sample, rollout
 from unforced.schedules import make_schedule
 from unforced.strategies.base import StepOutput, generator_for, token_nll
-from unforced.vocab import BOS, EOS, PAD
+from unforced.vocab import BOS
 
 BASELINES = ("greedy", "mean", "leave_one_out", "none")
 
@@ -40,9 +40,9 @@ class ReinforceConfig:
 
     > Parameters that control the reward
 
-    reward (str, default "bleu"): a name in `unforced.rewards.REWARDS` ("bleu", "chrf", "cider_d", "exact_match",
-        "neg_wer", ...). The strategy never sees the task, so the default cannot be "the task's metric"; the
-        experiment passes the task metric through `Reinforce.bind(task)` when the user gave no reward (`None`).
+    reward (str or None, default None): a name in `unforced.rewards.REWARDS` ("bleu", "chrf", "cider_d",
+        "exact_match", "neg_wer", ...). None: the task's metric, set by `Reinforce.bind(task)` (CIDEr's document
+        frequencies from the task's training references).
     baseline (str, default "greedy"): what is subtracted from each sample's reward. "greedy": the reward of the
         model's greedy decode of the same source (self-critical, Rennie et al. 2017); "mean": the mean reward of
         the K samples; "leave_one_out": the mean reward of the other K - 1 samples (RLOO, Kool et al. 2019,
@@ -73,15 +73,9 @@ class ReinforceConfig:
         {"name": "linear", "start": 0.0, "end": 1.0, "steps": 1000} moves from cross-entropy to reward).
     entropy_bonus (float, default 0.0): beta in loss_RL - beta * H, H the mean entropy of the model's tempered
         distribution over the sampled positions; a small value (1e-3) delays collapse to one output.
-    mixer_delta (int or None, default None): MIXER (Ranzato et al. 2016): each sample is fed the gold tokens for
-        its first T - delta steps (T its gold length with <eos>) and samples the rest; those first tokens get
-        cross-entropy, the sampled rest the reward of the whole sequence, and the greedy baseline continues
-        from the same gold prefix. The loss is then (1 - w) * CE(gold) + w * (CE(prefix) + RL(suffix)).
-    mixer_delta_growth (int or None, default None): steps after which delta grows by 1 (Ranzato et al. grow
-        it every few epochs until the whole sequence is sampled); None keeps delta fixed.
     """
 
-    reward: str | None = "bleu"
+    reward: str | None = None
     baseline: str = "greedy"
     normalize_advantage: bool = False
     samples: int = 5
@@ -92,30 +86,9 @@ class ReinforceConfig:
     rl_weight: float = 1.0
     rl_weight_schedule: dict[str, Any] | None = field(default=None)
     entropy_bonus: float = 0.0
-    mixer_delta: int | None = None
-    mixer_delta_growth: int | None = None
 
     def __post_init__(self):
-        if self.reward is not None:
-            key = str(self.reward).strip().lower().replace("-", "_")
-            if key not in REWARDS:
-                raise UnforcedError(f"reinforce.reward: unknown reward {self.reward!r}; known: "
-                                    f"{', '.join(sorted(REWARDS))}")
-        if self.baseline not in BASELINES:
-            raise UnforcedError(f"reinforce.baseline must be one of {', '.join(BASELINES)}, got {self.baseline!r}")
-        if self.samples < 1:
-            raise UnforcedError(f"reinforce.samples must be at least 1, got {self.samples}")
-        if self.baseline in ("mean", "leave_one_out") and self.samples < 2:
-            raise UnforcedError(f"reinforce.samples must be at least 2 with baseline {self.baseline!r}, "
-                                f"got {self.samples}")
-        if not (self.temperature > 0 and math.isfinite(self.temperature)):
-            raise UnforcedError(f"reinforce.temperature must be a positive number, got {self.temperature}")
-        if self.top_k is not None and self.top_k < 1:
-            raise UnforcedError(f"reinforce.top_k must be at least 1, got {self.top_k}")
-        if self.max_len is not None and self.max_len < 1:
-            raise UnforcedError(f"reinforce.max_len must be at least 1, got {self.max_len}")
-        if not (self.max_len_factor > 0 and math.isfinite(self.max_len_factor)):
-            raise UnforcedError(f"reinforce.max_len_factor must be a positive number, got {self.max_len_factor}")
+        check_policy_gradient_options(self, "reinforce")
         if not 0.0 <= self.rl_weight <= 1.0:
             raise UnforcedError(f"reinforce.rl_weight must be in [0, 1], got {self.rl_weight}")
         if self.rl_weight_schedule is not None:
@@ -127,15 +100,32 @@ class ReinforceConfig:
                 make_schedule(name, **options)
             except (UnforcedError, TypeError, ValueError) as error:
                 raise UnforcedError(f"reinforce.rl_weight_schedule: {error}") from None
-        if not (self.entropy_bonus >= 0 and math.isfinite(self.entropy_bonus)):
-            raise UnforcedError(f"reinforce.entropy_bonus must be a non-negative number, got {self.entropy_bonus}")
-        if self.mixer_delta is not None and self.mixer_delta < 0:
-            raise UnforcedError(f"reinforce.mixer_delta must not be negative, got {self.mixer_delta}")
-        if self.mixer_delta_growth is not None:
-            if self.mixer_delta is None:
-                raise UnforcedError("reinforce.mixer_delta_growth needs reinforce.mixer_delta")
-            if self.mixer_delta_growth < 1:
-                raise UnforcedError(f"reinforce.mixer_delta_growth must be at least 1, got {self.mixer_delta_growth}")
+
+
+def check_policy_gradient_options(config, prefix: str) -> None:
+    """Check the reward, baseline and sampling options that reinforce and mixer share; errors name the field."""
+    if config.reward is not None:
+        key = str(config.reward).strip().lower().replace("-", "_")
+        if key not in REWARDS:
+            raise UnforcedError(f"{prefix}.reward: unknown reward {config.reward!r}; known: "
+                                f"{', '.join(sorted(REWARDS))}")
+    if config.baseline not in BASELINES:
+        raise UnforcedError(f"{prefix}.baseline must be one of {', '.join(BASELINES)}, got {config.baseline!r}")
+    if config.samples < 1:
+        raise UnforcedError(f"{prefix}.samples must be at least 1, got {config.samples}")
+    if config.baseline in ("mean", "leave_one_out") and config.samples < 2:
+        raise UnforcedError(f"{prefix}.samples must be at least 2 with baseline {config.baseline!r}, "
+                            f"got {config.samples}")
+    if not (config.temperature > 0 and math.isfinite(config.temperature)):
+        raise UnforcedError(f"{prefix}.temperature must be a positive number, got {config.temperature}")
+    if config.top_k is not None and config.top_k < 1:
+        raise UnforcedError(f"{prefix}.top_k must be at least 1, got {config.top_k}")
+    if config.max_len is not None and config.max_len < 1:
+        raise UnforcedError(f"{prefix}.max_len must be at least 1, got {config.max_len}")
+    if not (config.max_len_factor > 0 and math.isfinite(config.max_len_factor)):
+        raise UnforcedError(f"{prefix}.max_len_factor must be a positive number, got {config.max_len_factor}")
+    if not (config.entropy_bonus >= 0 and math.isfinite(config.entropy_bonus)):
+        raise UnforcedError(f"{prefix}.entropy_bonus must be a non-negative number, got {config.entropy_bonus}")
 
 
 def advantages(rewards: Tensor, baseline: str, greedy_rewards: Tensor | None = None,
@@ -198,6 +188,64 @@ def decode_budget(config, model, gold_width: int) -> int:
     return min(length, limit) if limit else length
 
 
+def shifted(tokens: Tensor) -> Tensor:
+    """The inputs that feed `tokens` back: <bos>, y_1 .. y_(T-1)."""
+    bos = torch.full((tokens.shape[0], 1), BOS, dtype=torch.long, device=tokens.device)
+    return torch.cat([bos, tokens[:, :-1]], 1)
+
+
+def skipped_batch(strategy, logs: dict, message: str) -> StepOutput:
+    """The step of a batch whose reward failed: counted and logged, and a loss that moves no parameter.
+
+    A leaf that needs grad and touches no parameter: backward runs, every .grad stays None, and the optimizer
+    (even AdamW, whose momentum and weight decay would move parameters on a zero gradient) leaves the weights as
+    they were.
+    """
+    strategy.skipped_batches += 1
+    strategy.last_skip_message = message
+    logs.update(skipped_batch=1.0, skip_message=message)
+    return StepOutput(loss=torch.zeros((), requires_grad=True), logs=logs)
+
+
+def score_samples(strategy, tokens: Tensor, greedy_tokens: Tensor | None, references: list[list[str]],
+                  samples: int) -> tuple[Tensor | None, Tensor | None, str | None]:
+    """(rewards (batch, K), greedy rewards (batch,) or None, None), or (None, None, message) if the reward failed.
+
+    tokens: (batch * K, time) the samples, K consecutive rows per source; greedy_tokens: (batch, time) or None.
+    One reward call scores both (reference caches pay off); `strategy` gives `decode` and `reward`.
+    """
+    rows = len(references)
+    hypotheses = strategy.decode(tokens.tolist())
+    every_reference = [refs for refs in references for _ in range(samples)]
+    if greedy_tokens is not None:
+        every_reference = every_reference + list(references)
+        hypotheses = hypotheses + strategy.decode(greedy_tokens.tolist())
+    values, message = safe_reward(strategy.reward, hypotheses, every_reference)
+    if values is None:
+        return None, None, message
+    values_t = torch.as_tensor(np.asarray(values), dtype=torch.float32)
+    greedy = values_t[rows * samples:] if greedy_tokens is not None else None
+    return values_t[: rows * samples].view(rows, samples), greedy, None
+
+
+def policy_gradient(logits: Tensor, tokens: Tensor, mask: Tensor, advantage: Tensor, temperature: float,
+                    entropy_bonus: float = 0.0) -> tuple[Tensor, dict[str, float]]:
+    """-1/N sum_n A_n * sum_{t in mask} log p(y_nt) (tempered), minus entropy_bonus * mean entropy; and its logs.
+
+    logits: (N, time, vocab) of the forced pass over `tokens` (N, time), with gradient; advantage: (N,).
+    """
+    log_probs = sequence_log_probs(logits, tokens, mask, temperature)  # (N,)
+    loss = -(advantage.reshape(-1).to(logits.device) * log_probs).mean()
+    logs: dict[str, float] = {}
+    if entropy_bonus:
+        tempered = (logits.float() / temperature).log_softmax(-1)
+        entropy = -(tempered.exp() * tempered).sum(-1)  # (N, time)
+        mean_entropy = (entropy * mask).sum() / mask.sum().clamp(min=1)
+        loss = loss - entropy_bonus * mean_entropy
+        logs["entropy"] = float(mean_entropy.detach())
+    return loss, logs
+
+
 class Reinforce:
     """Self-critical sequence training and its REINFORCE relatives; see `ReinforceConfig`.
 
@@ -207,6 +255,7 @@ class Reinforce:
     """
 
     name = "reinforce"
+    warm_start = True  # fine-tunes a trained model: named alone in a run, it starts from teacher forcing's
 
     def __init__(self, config: ReinforceConfig | None = None, seed: int = 0):
         self.config = config or ReinforceConfig()
@@ -239,16 +288,6 @@ class Reinforce:
         """w at `step`: the schedule's value if there is one, else `config.rl_weight`."""
         return float(self.schedule(step)) if self.schedule is not None else self.config.rl_weight
 
-    def mixer_delta(self, step: int) -> int | None:
-        """Tokens sampled at the end of each sequence under MIXER at `step` (None without MIXER)."""
-        config = self.config
-        if config.mixer_delta is None:
-            return None
-        return config.mixer_delta + (step // config.mixer_delta_growth if config.mixer_delta_growth else 0)
-
-    def _max_len(self, model, gold_width: int) -> int:
-        return decode_budget(self.config, model, gold_width)
-
     def loss(self, model, batch, step: int) -> StepOutput:
         config = self.config
         weight = self.rl_weight(step)
@@ -266,74 +305,25 @@ class Reinforce:
 
         rows, samples = len(batch), config.samples
         memory_k = repeat_rows(memory, samples)  # (batch * K, ...), keeps the graph to the encoder
-        max_len = self._max_len(model, batch.gold.shape[1])
-        sample_feed = Sample(config.temperature, config.top_k)
-        delta = self.mixer_delta(step)
+        max_len = decode_budget(config, model, batch.gold.shape[1])
         with torch.no_grad():
-            if delta is None:
-                prefix_k = None
-                drawn = rollout(model, memory_k, sample_feed, max_len=max_len, batch_size=rows * samples,
-                                generator=self.generator, keep_hidden=False)
-                tokens, mask = drawn.tokens, drawn.mask  # (batch * K, time)
-                greedy_tokens = None
-                if config.baseline == "greedy":
-                    greedy_tokens = rollout(model, memory, Greedy(), max_len=max_len, batch_size=rows,
-                                            keep_hidden=False).tokens
-            else:
-                prefix = ((batch.gold != PAD).sum(1) - delta).clamp(min=0)  # (batch,) gold tokens fed first
-                prefix_k = prefix.repeat_interleave(samples)
-                gold_k = batch.gold.repeat_interleave(samples, 0)
-                tokens = _continue(model, memory_k, gold_k, prefix_k, sample_feed, max_len, self.generator)
-                mask = _through_first_eos(tokens)
-                greedy_tokens = None
-                if config.baseline == "greedy":
-                    greedy_tokens = _continue(model, memory, batch.gold, prefix, Greedy(), max_len, None)
-
-        references = [refs for refs in batch.references for _ in range(samples)]
-        hypotheses = self.decode(tokens.tolist())
-        if greedy_tokens is not None:
-            references = references + list(batch.references)
-            hypotheses = hypotheses + self.decode(greedy_tokens.tolist())
-        values, message = safe_reward(self.reward, hypotheses, references)  # one call: reference caches pay
-        if values is None:
-            # A leaf that needs grad and touches no parameter: backward runs, every .grad stays None, and the
-            # optimizer (even AdamW, whose momentum and weight decay would move parameters on a zero gradient)
-            # leaves the weights as they were.
-            self.skipped_batches += 1
-            self.last_skip_message = message
-            logs.update(skipped_batch=1.0, skip_message=message)
-            return StepOutput(loss=torch.zeros((), requires_grad=True), logs=logs)
-
-        values_t = torch.as_tensor(np.asarray(values), dtype=torch.float32)
-        rewards = values_t[: rows * samples].view(rows, samples)  # (batch, K)
-        greedy_rewards = values_t[rows * samples:] if greedy_tokens is not None else None
+            drawn = rollout(model, memory_k, Sample(config.temperature, config.top_k), max_len=max_len,
+                            batch_size=rows * samples, generator=self.generator, keep_hidden=False)
+            tokens, mask = drawn.tokens, drawn.mask  # (batch * K, time), mask through the first <eos>
+            greedy_tokens = None
+            if config.baseline == "greedy":
+                greedy_tokens = rollout(model, memory, Greedy(), max_len=max_len, batch_size=rows,
+                                        keep_hidden=False).tokens
+        rewards, greedy_rewards, message = score_samples(self, tokens, greedy_tokens, batch.references, samples)
+        if rewards is None:
+            return skipped_batch(self, logs, message)
         advantage, base = advantages(rewards, config.baseline, greedy_rewards, config.normalize_advantage)
 
         # The one pass with gradient: the samples fed back as inputs (<bos>, y_1 .. y_(T-1)).
-        device = tokens.device
-        inputs = torch.cat([torch.full((tokens.shape[0], 1), BOS, dtype=torch.long, device=device),
-                            tokens[:, :-1]], 1)
-        forced_logits = model.forced(memory_k, inputs).logits  # (batch * K, time, vocab)
-        sampled_mask = mask
-        prefix_nll = None
-        if prefix_k is not None:
-            positions = torch.arange(tokens.shape[1], device=device)[None, :]
-            gold_part = mask & (positions < prefix_k[:, None])
-            sampled_mask = mask & ~gold_part
-            if bool(gold_part.any()):
-                prefix_nll = token_nll(forced_logits, tokens, gold_part)
-        log_probs = sequence_log_probs(forced_logits, tokens, sampled_mask, config.temperature)  # (batch * K,)
-        reinforce = -(advantage.reshape(-1).to(device) * log_probs).mean()
-        if config.entropy_bonus:
-            tempered = (forced_logits.float() / config.temperature).log_softmax(-1)
-            entropy = -(tempered.exp() * tempered).sum(-1)  # (batch * K, time)
-            mean_entropy = (entropy * sampled_mask).sum() / sampled_mask.sum().clamp(min=1)
-            reinforce = reinforce - config.entropy_bonus * mean_entropy
-            logs["entropy"] = float(mean_entropy.detach())
-        if prefix_nll is not None:
-            reinforce = reinforce + prefix_nll
-            logs["prefix_nll"] = float(prefix_nll.detach())
-            logs["mixer_delta"] = float(delta)
+        forced_logits = model.forced(memory_k, shifted(tokens)).logits  # (batch * K, time, vocab)
+        reinforce, extra = policy_gradient(forced_logits, tokens, mask, advantage, config.temperature,
+                                           config.entropy_bonus)
+        logs.update(extra)
         loss = reinforce if cross_entropy is None else (1.0 - weight) * cross_entropy + weight * reinforce
         logs.update(reward_mean=float(rewards.mean()), baseline_mean=float(base.mean()),
                     beat_baseline=float((rewards > base).float().mean()),
@@ -341,38 +331,3 @@ class Reinforce:
         if greedy_rewards is not None:
             logs["greedy_reward_mean"] = float(greedy_rewards.mean())
         return StepOutput(loss=loss, logs=logs)
-
-
-def _continue(model, memory, gold: Tensor, prefix: Tensor, own: Greedy | Sample, max_len: int,
-              generator: torch.Generator | None) -> Tensor:
-    """(batch, time) tokens: gold for each row's first `prefix` steps, then the model's own choices (MIXER).
-
-    A small loop beside `rollout` because the rollout's `Mix` draws its gold coins at random, and MIXER needs
-    them fixed by position. Runs to `max_len` (at least past the longest prefix) or until every row ended.
-    """
-    rows = gold.shape[0]
-    steps = max(max_len, int(prefix.max()) + 1)
-    gold = torch.cat([gold, torch.full((rows, max(0, steps - gold.shape[1])), PAD, dtype=gold.dtype,
-                                       device=gold.device)], 1)
-    state = model.start(memory, rows)
-    fed = torch.full((rows,), BOS, dtype=torch.long, device=gold.device)
-    done = torch.zeros(rows, dtype=torch.bool, device=gold.device)
-    tokens = []
-    for t in range(steps):
-        logits, _, state = model.step(memory, state, fed)
-        choice = sample_tokens(logits, own.temperature, own.top_k, generator) if isinstance(own, Sample) \
-            else logits.argmax(-1)
-        token = torch.where(t < prefix, gold[:, t], choice)
-        tokens.append(token)
-        done = done | (token == EOS)
-        fed = token
-        if bool(done.all()):
-            break
-    return torch.stack(tokens, 1)
-
-
-def _through_first_eos(tokens: Tensor) -> Tensor:
-    """(batch, time) True up to and including each row's first <eos> (everywhere in a row without one)."""
-    is_eos = (tokens == EOS).long()
-    before = is_eos.cumsum(1) - is_eos  # <eos> seen strictly before this step
-    return before == 0
