@@ -24,11 +24,12 @@ from pathlib import Path
 
 import torch
 
+from unforced.distributed import choose_device
 from unforced.models import ModelConfig, build_model
+from unforced.runfiles import atomic_write_text
 from unforced.strategies import make_strategy
 from unforced.tasks.base import Task
 from unforced.tasks.tokenizers import VocabTokenizer
-from unforced.train import atomic_write_text
 
 LETTERS = "abcdefghijklmnop"
 SOURCE_TOKEN = "go"
@@ -64,7 +65,7 @@ def delayed_echo_task(delay: int, length: int = 12, symbols: int = 4, size: int 
 def decided_accuracy(model, task: Task, delay: int) -> float:
     """Teacher-forced token accuracy on target positions delay .. length-1 (the ones y_t = y_(t-D) decides)."""
     model.eval()
-    batch = task.collate(task.test)
+    batch = task.collate(task.test).to(next(model.parameters()).device)
     memory = model.encode(batch.source, batch.source_mask)
     choice = model.forced(memory, batch.inputs).logits.argmax(-1)  # (batch, time)
     length = task.settings["length"]
@@ -72,13 +73,14 @@ def decided_accuracy(model, task: Task, delay: int) -> float:
 
 
 def train_one(delay: int, truncation: int | None, steps: int, learning_rate: float, seed: int = 0,
-              hidden: int = 32, batch_size: int = 32) -> dict:
-    """Train a tiny GRU on the delayed echo with truncation `truncation` (None: full backpropagation)."""
+              hidden: int = 32, batch_size: int = 32, device: str = "auto") -> dict:
+    """Train a tiny GRU on the delayed echo with truncation `truncation` (None: full backpropagation), on `device`
+    (auto: CUDA where available)."""
     task = delayed_echo_task(delay, seed=seed)
     torch.manual_seed(seed)
     vocab = task.target_tokenizer.vocab_size
     model = build_model(ModelConfig(kind="gru", source_vocab=vocab, target_vocab=vocab, embedding=16,
-                                    hidden=hidden, dropout=0.0))
+                                    hidden=hidden, dropout=0.0)).to(choose_device(device))
     strategy = make_strategy("teacher_forcing", {"tbptt": truncation}, seed=seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
     order = torch.randperm(len(task.train), generator=torch.Generator().manual_seed(seed)).tolist()
@@ -87,7 +89,7 @@ def train_one(delay: int, truncation: int | None, steps: int, learning_rate: flo
     loss = float("nan")
     for step in range(steps):
         start = (step * batch_size) % max(1, len(order) - batch_size)
-        batch = task.collate([task.train[i] for i in order[start:start + batch_size]])
+        batch = task.collate([task.train[i] for i in order[start:start + batch_size]]).to(choose_device(device))
         output = strategy.loss(model, batch, step)
         optimizer.zero_grad(set_to_none=True)
         output.loss.backward()
@@ -188,7 +190,7 @@ steps (truncated backpropagation). Accuracy is teacher-forced, on positions t &g
 
 
 def run_study(out_dir: Path, quick: bool = False, seed: int = 0, delays=None, truncations=None,
-              steps: int | None = None, full_reference: bool = True) -> dict:
+              steps: int | None = None, full_reference: bool = True, device: str = "auto") -> dict:
     """Train every (D, L) cell and write results.json, figures/tbptt_myopia.png and report.html to `out_dir`.
 
     `delays`, `truncations` and `steps` override the preset (quick: D in {2, 6}, L in {1, 2, 4, 8}, 150 steps);
@@ -202,7 +204,7 @@ def run_study(out_dir: Path, quick: bool = False, seed: int = 0, delays=None, tr
     cells = []
     for delay in delays:
         for truncation in truncations + ((None,) if full_reference else ()):
-            cells.append(train_one(delay, truncation, steps, preset["learning_rate"], seed=seed))
+            cells.append(train_one(delay, truncation, steps, preset["learning_rate"], seed=seed, device=device))
     results = {"study": "tbptt-myopia", "seed": seed, "quick": bool(quick), "steps": steps,
                "learning_rate": preset["learning_rate"], "delays": list(delays), "truncations": list(truncations),
                "chance": cells[0]["chance"], "strategy": "teacher_forcing", "cells": cells,
