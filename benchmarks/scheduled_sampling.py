@@ -44,7 +44,7 @@ RATIO = 0.5
 
 
 class NaiveScheduledSampling:
-    """The loop written the naive way, as a baseline: what the library's exact mode is measured against."""
+    """The loop written the naive way, as a baseline: what sequential `scheduled_sampling` is measured against."""
 
     name = "naive"
 
