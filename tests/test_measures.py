@@ -130,3 +130,21 @@ def test_errors_that_compound_on_the_model_s_own_prefix_are_excess(task):
     assert oracle["accumulated_error"] > 3.0  # on its own, every step from 1 on
     assert oracle["excess_pct"] > 200.0 and oracle["excess_share"] > 0.6
     assert measures["first_divergence"]["mean"] == 1.0
+
+
+def test_prefix_swap_separates_a_model_thrown_off_by_its_own_prefix(task):
+    from unforced.diagnostics.measures import prefix_swap
+
+    best = oracle_policy(task)
+    steady = prefix_swap(Scripted(task, best), task, "test", positions=(1, 2))
+    assert [p["own_over_gold"] for p in steady["positions"]] == [1.0, 1.0]
+
+    def compounding(source, prefix):
+        if JUNK in prefix or len(prefix) == 0:
+            return JUNK  # its own first token is junk, and junk in its prefix makes it junk forever
+        return best(source, prefix)
+
+    shaken = prefix_swap(Scripted(task, compounding), task, "test", positions=(1, 2))
+    for position in shaken["positions"]:
+        assert position["after_gold"] == 1.0 and position["after_own"] == 0.0  # exact match of the rest
+        assert position["rows"] == len(task.test)

@@ -119,7 +119,7 @@ TRAIN = {**{name: bad_int(1) for name in ("steps", "batch_size", "eval_limit", "
 MODEL = {**{name: bad_int(1) for name in ("embedding", "hidden", "layers", "heads", "max_source_len",
                                           "max_target_len", "source_vocab", "target_vocab")},
          "feedforward": bad_int(1, optional=True), "kind": bad_choice(), "dropout": bad_float(0.0, 1.0),
-         "path": st.one_of(st.integers(), containers)}
+         "path": st.one_of(st.integers(), containers), "source": bad_choice(), "source_features": bad_int(0)}
 TASK = {"length": st.integers(-10**6, 0), "size": st.integers(-10**6, 2), "symbols": st.one_of(
     st.integers(-10**6, 1), st.integers(27, 10**6)), "min_length": st.one_of(st.integers(-10**6, 0),
                                                                            st.integers(5, 10**6))}

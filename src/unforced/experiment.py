@@ -93,7 +93,8 @@ def _run_experiment(config: RunConfig, out: Path, progress: Callable[[str, dict]
         model_options = _adopt_hf_model(task, model_options)
     longest_source, longest_target = task.longest()
     model_options = {"max_source_len": longest_source, "max_target_len": longest_target, **model_options}
-    model_options.setdefault("source_vocab", task.source_tokenizer.vocab_size)
+    for key, value in task.source_codec.model_options().items():  # the encoder front end the source needs
+        model_options.setdefault(key, value)
     model_options.setdefault("target_vocab", task.target_tokenizer.vocab_size)
     model_config = validate_config(ModelConfig, model_options, prefix="model")
     limits = {"max_source_len": model_config.max_source_len, "max_target_len": model_config.max_target_len}

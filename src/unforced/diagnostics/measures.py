@@ -14,6 +14,10 @@ say what that figure cannot (docs/measures.md gives each one's formula, source a
                        prefix]; AccErr = sum_t e_own(t), l * eps = sum_t e_gold(t) over each row's gold length, and
                        excess % = 100 (AccErr - l eps) / (l eps): the error that compounds beyond what the model
                        makes with a perfect prefix, i.e. what is attributable to exposure bias
+    prefix swap        in the spirit of He et al. 2019, "Quantifying Exposure Bias for Open-ended Language
+                       Generation": continue greedily after the first k gold tokens, and after the model's own
+                       first k tokens; score both continuations against the reference's tokens after k with the
+                       task's metric. own / gold below 1 is the quality lost to the model's own prefix
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from unforced.rewards.corpus import HIGHER_IS_BETTER, corpus_score
+from unforced.rollout import Greedy, Prefix, rollout
 from unforced.vocab import EOS
 
 
@@ -102,4 +108,58 @@ class PathSums:
         return out
 
 
-__all__ = ["PathSums"]
+def _suffixes(tokenizer, rows: list[list[int]], k: int) -> list[str]:
+    return [tokenizer.decode(row[k:]) for row in rows]
+
+
+@torch.no_grad()
+def prefix_swap(model, task, split: str = "test", positions: tuple[int, ...] | None = None,
+                limit: int | None = 200, limits: dict | None = None, batch_size: int = 64) -> dict:
+    """The task's metric of greedy continuations after k gold tokens and after the model's own k tokens, each
+    against the reference's tokens after k, for each k of `positions` (default: 1, a quarter and half of the
+    longest reference, among those at least two tokens short of it). Rows shorter than k + 2 are left out."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    examples = task.split(split)[:limit] if limit else task.split(split)
+    longest = max(len(task.target_tokenizer.encode(e.target)) + 1 for e in examples)
+    if positions is None:
+        positions = tuple(sorted({k for k in (1, longest // 4, longest // 2) if 1 <= k <= longest - 2}))
+    budget = model.config.max_target_len
+    rows: dict[int, dict[str, list[str]]] = {k: {"gold": [], "own": [], "ref": []} for k in positions}
+    for batch in task.batches(split, batch_size, limit=limit, **(limits or {})):
+        batch = batch.to(device)
+        memory = model.encode(batch.source, batch.source_mask)
+        width = max(budget, batch.gold.shape[1])
+        own = rollout(model, memory, Greedy(), max_len=width, batch_size=len(batch), stop_at_eos=False,
+                      keep_hidden=False).tokens.cpu().tolist()
+        gold_rows = batch.gold.cpu().tolist()
+        lengths = batch.gold_mask.sum(1).cpu()
+        gold_padded = torch.nn.functional.pad(batch.gold, (0, width - batch.gold.shape[1]))
+        for k in positions:
+            keep = (lengths >= k + 2).tolist()
+            if not any(keep):
+                continue
+            swapped = rollout(model, memory, Prefix(torch.full((len(batch),), k, dtype=torch.long)),
+                              gold=gold_padded, max_len=width, stop_at_eos=False, keep_hidden=False)
+            after_gold = swapped.tokens.cpu().tolist()
+            pick = [i for i, kept in enumerate(keep) if kept]
+            rows[k]["gold"] += _suffixes(task.target_tokenizer, [after_gold[i] for i in pick], k)
+            rows[k]["own"] += _suffixes(task.target_tokenizer, [own[i] for i in pick], k)
+            rows[k]["ref"] += _suffixes(task.target_tokenizer, [gold_rows[i] for i in pick], k)
+    model.train(was_training)
+    out = {"metric": task.metric, "positions": []}
+    for k in positions:
+        if not rows[k]["ref"]:
+            continue
+        references = [[r] for r in rows[k]["ref"]]
+        after_gold = corpus_score(task.metric, rows[k]["gold"], references).value
+        after_own = corpus_score(task.metric, rows[k]["own"], references).value
+        # A quality ratio, below 1 when the model's own prefix hurts: own / gold, or gold / own for error rates.
+        top, bottom = (after_own, after_gold) if HIGHER_IS_BETTER[task.metric] else (after_gold, after_own)
+        out["positions"].append({"k": k, "rows": len(references), "after_gold": after_gold, "after_own": after_own,
+                                 "own_over_gold": top / bottom if bottom else None})
+    return out
+
+
+__all__ = ["PathSums", "prefix_swap"]

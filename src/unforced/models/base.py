@@ -78,6 +78,8 @@ class ModelConfig:
         if self.source != "text" and self.kind == "decoder_only":
             raise UnforcedError(f"model.kind 'decoder_only' reads text sources only, not {self.source!r}: use "
                                 f"an encoder-decoder kind (gru, lstm, transformer)")
+        if self.source_features < 0:
+            raise UnforcedError(f"model.source_features must not be negative, got {self.source_features}")
         source_size = "source_vocab" if self.source == "text" else "source_features"
         for name in (source_size, "target_vocab", "embedding", "hidden", "layers", "heads", "max_source_len",
                      "max_target_len"):
