@@ -37,6 +37,11 @@ class _Sums:
         self.counts[:t] += mask.sum(0).cpu().numpy()
 
 
+# Reported beside each task metric: a continuous one for BLEU, the other error rate for WER and CER.
+COMPANION_METRICS = {"bleu": ("chrf",), "chrf": ("bleu",), "wer": ("cer",), "cer": ("wer",),
+                     "cider_d": ("bleu",)}
+
+
 def corpus_metric(name: str, hypotheses: list[str], references: list[list[str]]) -> float:
     """The task's sequence metric over a corpus, against every reference (`unforced.rewards.corpus`): BLEU and
     chrF as sacrebleu gives them (0-100), WER and CER as jiwer gives them (0-1, lower is better), CIDEr-D as the
@@ -106,6 +111,14 @@ def evaluate(model, task: Task, split: str = "test", batch_size: int = 64, limit
     if beam_size:
         metric["fr_beam"] = corpus_metric(task.metric, beam_hyps, refs)
         metric["beam_size"] = beam_size
+    # Companion metrics beside the task's own, greedy and beam alike: chrF is continuous where BLEU-4 is not.
+    companions = {}
+    for name in COMPANION_METRICS.get(task.metric, ()):
+        companions[name] = {"fr": corpus_metric(name, fr_hyps, refs)}
+        if beam_size:
+            companions[name]["fr_beam"] = corpus_metric(name, beam_hyps, refs)
+    if companions:
+        metric["companions"] = companions
     warning = short_references_warning(task.metric, refs)
     if warning:
         metric["warning"] = warning
