@@ -40,3 +40,16 @@ def test_faults_quick():
     assert results["nothing_lost"]
     assert results["corrupt_checkpoints_refused"] == results["corrupt_checkpoints_total"]
     assert results["bad_files_refused"] == results["bad_files_total"]
+
+
+def test_compare_commits_quick_runs_both_sides():
+    # HEAD against itself: the structure and the provenance, not a speed (the quick sizes are noise).
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "compare_commits.py"), "--base", "HEAD", "--bench",
+                             "train_step", "--rounds", "1", "--quick", "--json"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["provenance"]["commit"] == document["provenance"]["base"]
+    assert set(document["figures"]) == {f"ms_per_step.{kind}" for kind in ("gru", "lstm", "transformer")}
+    assert all(figure["ratio"] > 0 and len(figure["base_rounds"]) == 1 for figure in document["figures"].values())
+    assert set(document["goals"]) and all("met" in goal for goal in document["goals"].values())
