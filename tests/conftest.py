@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
@@ -107,3 +111,19 @@ def single_thread():
     torch.set_num_threads(TEST_THREADS)
     yield
     torch.set_num_threads(previous)
+
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def run_benchmark_quick(name: str, *extra: str, timeout: float = 300) -> dict:
+    """`benchmarks/NAME.py --quick --json` in a subprocess: its JSON, after asserting it exited cleanly."""
+    result = subprocess.run([sys.executable, str(BENCHMARKS / f"{name}.py"), "--quick", "--json", *extra],
+                            capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.fixture
+def bench_quick() -> Callable[..., dict]:
+    return run_benchmark_quick

@@ -4,6 +4,7 @@ gap of each, and write the run directory.
     <out>/config.yaml                      everything that produced the numbers
     <out>/metrics.jsonl                    training and validation lines, each tagged with its strategy
     <out>/checkpoints/<strategy>/last.pt   one checkpoint per strategy (per phase of a chain)
+    <out>/checkpoints/<strategy>/step-N.pt a snapshot at step N where another entry's first phase ends there
     <out>/results.json                     the results contract (DESIGN.md)
     <out>/report.html, <out>/figures/*.png
 
@@ -12,6 +13,14 @@ previous one's weights. A strategy that declares a warm start (`warm_start = Tru
 model of the strategy it names (strategies.WARM_START_FROM by default) trained in the same run; its results entry
 records that name as `warm_start_from`. Nothing here knows a strategy by name: capabilities are tested with
 `isinstance` against strategies/base.py's Protocols.
+
+No work is done twice: entries whose first phase is the same strategy trained from scratch (same options, seed,
+batches and learning rate: the Trainer's rate depends on the step and the warm-up only, never on the total steps)
+share it. The first entry to train it stops at every step where another such phase ends (its checkpoint there is
+kept as `step-N.pt`, and a stop then a resume replays exactly, train.py); a later entry starts from the longest
+such checkpoint that does not pass its own step count, with the donor's metrics lines copied and marked
+`reused_from`. A strategy that observes validation is shared only at evaluation steps (an extra evaluation at the
+stop would change what it saw).
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ import dataclasses
 import json
 import platform
 import re
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,9 +55,17 @@ from unforced.run_config import (  # noqa: F401  (re-exported: the run config be
     resolve,
     strategy_options,
 )
-from unforced.runfiles import atomic_write_text, claim_run_directory
+from unforced.runfiles import (
+    append_metrics,
+    atomic_save,
+    atomic_write_text,
+    claim_run_directory,
+    keep_metrics,
+    read_checkpoint_file,
+    read_metrics,
+)
 from unforced.strategies import STRATEGIES, make_strategy, warm_start_source
-from unforced.strategies.base import TaskBound
+from unforced.strategies.base import Observer, TaskBound
 from unforced.tasks import get_task
 from unforced.train import TrainConfig, Trainer
 
@@ -65,7 +83,40 @@ def signature(train_config: TrainConfig | None = None) -> dict:
     device = distributed.choose_device(train_config.device)
     return {"unforced": __version__, "torch": str(torch.__version__), "numpy": str(numpy.__version__),
             "python": platform.python_version(), "threads": torch.get_num_threads(),
-            "device": device.type if device.type == "cpu" else str(device), "precision": train_config.precision}
+            "device": device.type if device.type == "cpu" else str(device), "precision": train_config.precision,
+            "commit": source_commit()}
+
+
+TEST_BEAM_SIZE = 4  # the final test evaluation decodes greedy and with a beam of this width; validation greedy only
+
+
+def source_commit() -> str | None:
+    """`git rev-parse HEAD` of the checkout the package runs from, if it is one; None otherwise (never fails)."""
+    folder = Path(__file__).resolve().parent
+    try:
+        done = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = done.stdout.strip()
+    return commit if done.returncode == 0 and re.fullmatch(r"[0-9a-f]{40}", commit) else None
+
+
+def _tokenizer_signature(tokenizer) -> dict | None:
+    return None if tokenizer is None else {"kind": getattr(tokenizer, "kind", type(tokenizer).__name__),
+                                           "vocab_size": tokenizer.vocab_size}
+
+
+def results_signature(base: dict, task, metric: dict, seeds: list[int]) -> dict:
+    """The run's signature (versions, device, commit) with what produced the test numbers: the metric's own
+    signature, the reference count, the decoding rules and budget, the tokenizers and the seed(s)."""
+    decode = metric.get("decode", "")
+    if metric.get("beam_size"):
+        decode = f"{decode}; beam={metric['beam_size']}"
+    return {**base, "metric": metric.get("signature"), "nrefs": metric.get("nrefs"), "decode": decode,
+            "tokenizer": {"source": _tokenizer_signature(task.source_tokenizer),
+                          "target": _tokenizer_signature(task.target_tokenizer)},
+            "seeds": seeds}
 
 
 def run_experiment(config: RunConfig, out: Path, progress: Callable[[str, dict], None] | None = None,
@@ -123,7 +174,7 @@ def _run_experiment(config: RunConfig, out: Path, progress: Callable[[str, dict]
         return {k: figures[k] for k in ("tf_nll", "fr_nll", "gap_pct", "tf_token_acc", "fr_token_acc", "metric")}
 
     context = _Context(task, config, train_config, model_config, out, metrics_path, limits, progress, validation,
-                       resume)
+                       resume, shared_ends=_shared_ends(config, train_config))
     finished: dict[str, tuple[dict, float, int]] = {}  # weights, seconds and steps of each entry (warm starts)
     diagnostics = {"task": task.name, "split": "test", "limit": config.diagnostics_limit, "strategies": {}}
     results = {"task": task.name, "seed": config.seed, "task_settings": task.settings,
@@ -139,21 +190,29 @@ def _run_experiment(config: RunConfig, out: Path, progress: Callable[[str, dict]
             warm, seconds, steps_done = _warm_start(context, finished, source)
             model.load_state_dict(warm)
         alone = len(config.strategies) == 1 and len(phases) == 1 and not warm_start
+        reused = None
         for index, phase in enumerate(phases):
             steps = phase.steps or (PRESETS[config.preset]["fine_tune_steps"] if warm_start else train_config.steps)
             tag = entry if len(phases) == 1 else f"{entry}#{index + 1}:{phase.strategy}"
             # A run of one plain strategy keeps the contract's <out>/checkpoints/last.pt; several get a folder each.
             checkpoint_dir = out / "checkpoints" if alone else out / "checkpoints" / safe_name(tag)
-            seconds += _train_phase(context, model, phase.strategy, steps, checkpoint_dir, tag, steps_done)
+            if index == 0 and not warm_start:  # from scratch: shared with other entries that start the same way
+                phase_seconds, reused = _train_first_phase(context, model, phase.strategy, steps, checkpoint_dir,
+                                                           tag)
+                seconds += phase_seconds
+            else:
+                seconds += _train_phase(context, model, phase.strategy, steps, checkpoint_dir, tag, steps_done)
             steps_done += steps
         finished[entry] = (copy.deepcopy(model.state_dict()), seconds, steps_done)
         if not main:
             continue
         if progress:
             progress(entry, {"phase": "evaluate"})
-        figures = evaluate(model, task, "test", limit=test_limit, limits=limits)
+        figures = evaluate(model, task, "test", limit=test_limit, limits=limits, beam_size=TEST_BEAM_SIZE)
         figures["train_seconds"] = seconds
         figures["warm_start_from"] = source
+        figures["reused_prefix"] = reused
+        results["signature"] = results_signature(resolved["signature"], task, figures["metric"], [config.seed])
         figures["checkpoint"] = str((checkpoint_dir / "last.pt").relative_to(out))
         results["strategies"][entry] = figures
         atomic_write_text(json.dumps(results, indent=1), out / "results.json")
@@ -196,11 +255,38 @@ class _Context:
     progress: Callable | None
     validation: Callable
     resume: bool
+    shared_ends: dict[str, set[int]] = dataclasses.field(default_factory=dict)  # strategy -> first-phase ends
+    prefixes: dict[str, dict[int, tuple[Path, str]]] = dataclasses.field(default_factory=dict)
+    # strategy -> {step: (checkpoint, tag of the entry that trained it)}, the first phases trained so far
+
+
+def _shared_ends(config: RunConfig, train_config: TrainConfig) -> dict[str, set[int]]:
+    """Where each strategy's first phases trained from scratch end, for the strategies that begin two or more
+    entries: a shared first phase stops there on the way (single process only: a stop then a resume reads the
+    main process's checkpoint)."""
+    if distributed.world_size() > 1:
+        return {}
+    ends: dict[str, list[int]] = {}
+    for entry in config.strategies:
+        phases = parse_entry(entry, config.preset)
+        if len(phases) == 1 and warm_start_source(phases[0].strategy) is not None:
+            continue  # starts from another entry's weights, not from scratch
+        ends.setdefault(phases[0].strategy, []).append(phases[0].steps or train_config.steps)
+    return {name: set(steps) for name, steps in ends.items() if len(steps) > 1}
+
+
+def _phase_train_config(context: _Context, strategy_name: str, steps: int) -> TrainConfig:
+    preset = PRESETS[context.config.preset].get("phase_train", {}).get(strategy_name, {})
+    overrides = {**preset, **(context.config.phase_train.get(strategy_name) or {}), "steps": steps}
+    return validate_config(TrainConfig, {**dataclasses.asdict(context.train_config), **overrides},
+                           prefix=f"phase_train.{strategy_name}")
 
 
 def _train_phase(context: _Context, model, strategy_name: str, steps: int, checkpoint_dir: Path, tag: str,
-                 step_offset: int) -> float:
-    """Train `model` in place for `steps` steps of one strategy; returns the training seconds."""
+                 step_offset: int, resume: bool | None = None, total: int | None = None) -> float:
+    """Train `model` in place up to step `steps` of one strategy (continuing from the checkpoint in
+    `checkpoint_dir` with `resume`, by default the run's --resume); returns the training seconds. `total` is the
+    phase's full length where this is one stretch of it (progress shows the whole phase)."""
     options = strategy_options(context.config, strategy_name)
     strategy = make_strategy(strategy_name, options, seed=context.config.seed)
     if isinstance(strategy, TaskBound):  # the task's decoder, its metric as a reward, its oracle
@@ -208,17 +294,96 @@ def _train_phase(context: _Context, model, strategy_name: str, steps: int, check
     identity = {"model_config": dataclasses.asdict(context.model_config), "strategy": strategy_name,
                 "task": context.task.name}
     progress = context.progress
-    preset = PRESETS[context.config.preset].get("phase_train", {}).get(strategy_name, {})
-    overrides = {**preset, **(context.config.phase_train.get(strategy_name) or {}), "steps": steps}
-    train_config = validate_config(TrainConfig, {**dataclasses.asdict(context.train_config), **overrides},
-                                   prefix=f"phase_train.{strategy_name}")
-    trainer = Trainer(model, context.task, strategy, train_config,
+    total = total or steps
+
+    def report(record: dict) -> None:
+        if "steps" in record and total != record["steps"]:
+            speed = max(record.get("steps_per_second", 0.0), 1e-9)
+            record = {**record, "steps": total, "eta_seconds": (total - record["step"]) / speed}
+        progress(tag, record)
+
+    trainer = Trainer(model, context.task, strategy, _phase_train_config(context, strategy_name, steps),
                       checkpoint_dir, context.metrics_path, tag=tag, identity=identity, limits=context.limits,
                       evaluate=context.validation, step_offset=step_offset,
-                      progress=(lambda record: progress(tag, record)) if progress else None)
-    if context.resume:
+                      progress=report if progress else None)
+    if context.resume if resume is None else resume:
         trainer.resume()
     return trainer.fit()["train_seconds"]
+
+
+def _train_first_phase(context: _Context, model, strategy_name: str, steps: int, checkpoint_dir: Path,
+                       tag: str) -> tuple[float, dict | None]:
+    """Train the first phase of an entry from scratch, starting from the longest identical phase another entry
+    trained already (see the module docstring) and stopping on the way where others end; returns the seconds
+    (those of a reused stretch included) and what was reused ({"from": tag, "steps": N}) or None."""
+    ends = context.shared_ends.get(strategy_name, set())
+    if not ends:
+        return _train_phase(context, model, strategy_name, steps, checkpoint_dir, tag, 0), None
+    train_config = _phase_train_config(context, strategy_name, steps)
+    observes = isinstance(make_strategy(strategy_name, strategy_options(context.config, strategy_name),
+                                        seed=context.config.seed), Observer)
+
+    def shareable(step: int) -> bool:  # an observer's extra evaluation at the stop would change its course
+        every = train_config.eval_every
+        return not observes or not every or step % every == 0
+
+    known = context.prefixes.setdefault(strategy_name, {})
+    last = checkpoint_dir / "last.pt"
+    reused, start = None, 0
+    candidates = [step for step in known if step <= steps]
+    if candidates and not (context.resume and last.exists()):
+        start = max(candidates)
+        source_path, source_tag = known[start]
+        atomic_save(read_checkpoint_file(source_path), last)
+        _copy_metrics(context, source_tag, tag, start)
+        reused = {"from": source_tag, "steps": start}
+        if context.progress:
+            context.progress(tag, {"phase": "reused", "from": source_tag, "step": start})
+    elif candidates and context.resume:  # resumed after an earlier run had reused a stretch: say so again
+        start = max(candidates)
+        marked = [r for r in read_metrics(context.metrics_path) if r.get("strategy") == tag and "reused_from" in r]
+        if marked:
+            reused = {"from": marked[0]["reused_from"], "steps": max(r.get("step", 0) for r in marked)}
+    stops = sorted(step for step in ends if start < step < steps and shareable(step)) + [steps]
+    seconds = 0.0
+    for stop in stops:
+        seconds = _train_phase(context, model, strategy_name, stop, checkpoint_dir, tag, 0,
+                               resume=context.resume or reused is not None or stop != stops[0], total=steps)
+        if stop < steps:
+            snapshot = checkpoint_dir / f"step-{stop}.pt"
+            state = read_checkpoint_file(last)
+            if state.get("step") == stop:
+                atomic_save(state, snapshot)
+            if snapshot.exists():
+                known.setdefault(stop, (snapshot, tag))
+    if reused is not None and reused["steps"] == steps:
+        _validate_reused(context, model, tag, steps)
+    known.setdefault(steps, (last, tag))
+    return seconds, reused
+
+
+def _copy_metrics(context: _Context, source_tag: str, tag: str, step: int) -> None:
+    """The donor's metrics lines up to `step`, written again under `tag` and marked `reused_from`."""
+    if not distributed.is_main():
+        return
+    records = read_metrics(context.metrics_path)
+    keep_metrics(context.metrics_path, lambda record: record.get("strategy") != tag)
+    for record in records:
+        if record.get("strategy") == source_tag and record.get("step", 0) <= step:
+            append_metrics(context.metrics_path, {**record, "strategy": tag,
+                                                  "reused_from": record.get("reused_from", source_tag)})
+
+
+def _validate_reused(context: _Context, model, tag: str, step: int) -> None:
+    """A phase taken whole from another entry gets the validation line its own end would have written."""
+    if not (distributed.is_main() and context.train_config.eval_every):
+        return
+    if any(r.get("strategy") == tag and r.get("step") == step and "eval" in r
+           for r in read_metrics(context.metrics_path)):
+        return
+    figures = context.validation(model)
+    model.train()
+    append_metrics(context.metrics_path, {"strategy": tag, "step": step, "eval": figures, "global_step": step})
 
 
 def _warm_start(context: _Context, finished: dict, source: str) -> tuple[dict, float, int]:

@@ -1,6 +1,7 @@
 """Every diagnostic of one trained model, gathered into one JSON-ready dict (what `unforced gap` prints and the
 report draws): the gap, the ratio sweep, hidden-state divergence with its drift fit, the recovery probe, the
-compounding-error fit, and the prefix-distribution divergence."""
+compounding-error fit, the prefix-distribution divergence, and the prefix swap (the task's metric after k gold
+tokens against after the model's own k; docs/measures.md)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import numpy as np
 
 from unforced.diagnostics.attention import attention_maps
 from unforced.diagnostics.divergence import hidden_divergence
+from unforced.diagnostics.measures import prefix_swap
 from unforced.diagnostics.probes import prefix_divergence
 from unforced.diagnostics.recovery import recovery_probe
 from unforced.diagnostics.sweep import ratio_sweep
@@ -63,6 +65,7 @@ def diagnose(model, task: Task, split: str = "test", limit: int | None = 200, li
         "recovery": recoveries,
         "prefix_divergence": prefix_divergence(model, task, split, max_len=min(longest, 20),
                                                n_samples=min(len(pairs), 128), seed=seed),
+        "prefix_swap": prefix_swap(model, task, split, limit=limit, limits=limits),
     }
     if per_position is not None:
         output["compounding"] = compounding(per_position)
