@@ -172,5 +172,5 @@ def test_mid_training_dips_finds_a_dip_and_not_a_monotone_curve():
     dips = mid_training_dips(_records([0.1, 0.3, 0.5, 0.2, 0.25, 0.6], ratios=[1.0, 0.9, 0.8, 0.7, 0.6, 0.5]))
     assert len(dips) == 1
     assert dips[0]["step"] == 400 and dips[0]["drop"] == pytest.approx(0.3)
-    assert dips[0]["teacher_forcing_ratio"] == 0.7 and dips[0]["strategy"] == "ss"
+    assert dips[0]["gold_ratio"] == 0.7 and dips[0]["strategy"] == "ss"
     assert mid_training_dips(_records([0.1, 0.2, 0.3, 0.4, 0.5])) == []

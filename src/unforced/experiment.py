@@ -334,8 +334,10 @@ def _train_first_phase(context: _Context, model, strategy_name: str, steps: int,
     if candidates and not (context.resume and last.exists()):
         start = max(candidates)
         source_path, source_tag = known[start]
-        atomic_save(read_checkpoint_file(source_path), last)
+        # The metrics lines first, then the checkpoint: a run stopped in between finds no checkpoint on --resume
+        # and copies both again; one stopped after finds the lines that say what it reused.
         _copy_metrics(context, source_tag, tag, start)
+        atomic_save(read_checkpoint_file(source_path), last)
         reused = {"from": source_tag, "steps": start}
         if context.progress:
             context.progress(tag, {"phase": "reused", "from": source_tag, "step": start})
@@ -343,7 +345,7 @@ def _train_first_phase(context: _Context, model, strategy_name: str, steps: int,
         start = max(candidates)
         marked = [r for r in read_metrics(context.metrics_path) if r.get("strategy") == tag and "reused_from" in r]
         if marked:
-            reused = {"from": marked[0]["reused_from"], "steps": max(r.get("step", 0) for r in marked)}
+            reused = {"from": marked[0]["reused_from"], "steps": start}
     stops = sorted(step for step in ends if start < step < steps and shareable(step)) + [steps]
     seconds = 0.0
     for stop in stops:

@@ -119,7 +119,9 @@ def aggregate_seeds(runs: list[dict]) -> dict:
             merged[key] = float(np.mean(values))
             spread[key] = {"mean": merged[key], "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
                            "values": values}
-        for side in ("tf", "fr"):
+        for side in ("fr", "fr_beam"):
+            if any(f["metric"].get(side) is None for f in all_figures):
+                continue
             values = [float(f["metric"][side]) for f in all_figures]
             merged["metric"][side] = float(np.mean(values))
             spread[f"metric_{side}"] = {"mean": merged["metric"][side],

@@ -126,6 +126,7 @@ def draw_attention(maps: dict, path) -> Path:
         figure.suptitle(f"the two decodings part at target step {parting}", fontsize=9)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110, bbox_inches="tight")
+    figure.savefig(path.with_suffix(".svg"), format="svg", bbox_inches="tight")
     return path
 
 

@@ -213,7 +213,8 @@ def mid_training_dips(metrics: list[dict], key: str = "fr", threshold: float = 0
     exceeds `threshold` (a share of |best-so-far| by default, an absolute amount with `absolute=True`) and a later
     record shows training continued. One entry per dip episode (consecutive dipped evaluations) at its deepest
     evaluation: {"step", "drop", "value", "best", "strategy" (when records carry one), and
-    "teacher_forcing_ratio" from the latest training record at or before that step where one logs it}.
+    "gold_ratio": the teacher-forcing ratio (a training record's "teacher_forcing_ratio") of the latest training
+    record at or before that step where one logs it}.
     Records of different strategies are read separately.
     """
     by_strategy: dict = {}
@@ -242,7 +243,7 @@ def mid_training_dips(metrics: list[dict], key: str = "fr", threshold: float = 0
                         episode["strategy"] = strategy
                     ratio = _ratio_near(training, record.get("step", 0))
                     if ratio is not None:
-                        episode["teacher_forcing_ratio"] = ratio
+                        episode["gold_ratio"] = ratio
             elif episode is not None:
                 dips.append(episode)
                 episode = None

@@ -14,11 +14,13 @@ def _legend(axes, fontsize: int) -> None:
 
 
 def save_figure(figure: Figure, path: Path) -> Path:
-    """Lay out and write `figure` as a PNG at `path` (folders made as needed)."""
+    """Lay out and write `figure` as a PNG at `path`, and as an SVG beside it (for a paper); folders made as
+    needed. Returns the PNG's path."""
     path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(figure)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
+    figure.savefig(path.with_suffix(".svg"), format="svg")
     return path
 
 
@@ -162,10 +164,10 @@ def prefix_divergence(diagnostics: dict, path: Path) -> Path:
 
 def scores(metrics: list[dict], path: Path, dips: list[dict] | None = None,
            warm_starts: dict[str, str | None] | None = None) -> Path:
-    """The validation metric over training: free-running for every strategy (solid) on one step axis, and the
-    teacher-forced score (dashed) of each model that a fine-tuned entry starts from, or of the first entry where
-    none is fine-tuned. `warm_starts` maps an entry to the tag it was fine-tuned from (results.json's
-    `warm_start_from`): its line continues from that model's last evaluation. Triangles mark mid-training dips."""
+    """The validation metric of free-running (greedy) decoding over training, every strategy on one step axis.
+    `warm_starts` maps an entry to the tag it was fine-tuned from (results.json's `warm_start_from`): its line
+    continues from that model's last evaluation. Triangles mark mid-training dips. (No teacher-forced sequence
+    score is drawn: it is not a gap measure, docs/measures.md.)"""
     figure = Figure(figsize=(7, 4.2))
     axes = figure.add_subplot(1, 1, 1)
     evaluations = [m for m in metrics if isinstance(m.get("eval"), dict) and "metric" in m["eval"]]
@@ -177,8 +179,6 @@ def scores(metrics: list[dict], path: Path, dips: list[dict] | None = None,
         return sorted((m for m in evaluations if str(m.get("strategy")).split("#")[0] == tag),
                       key=lambda m: m.get("global_step", m["step"]))
 
-    sources = {source for source in warm_starts.values() if source}
-    dashed = sources or set(entries[:1])
     for index, entry in enumerate(entries):
         points = in_order(entry)
         start = in_order(warm_starts[entry]) if warm_starts.get(entry) else []
@@ -187,9 +187,6 @@ def scores(metrics: list[dict], path: Path, dips: list[dict] | None = None,
         steps = [m.get("global_step", m["step"]) for m in points]
         axes.plot(steps, [m["eval"]["metric"]["fr"] for m in points], color=f"C{index}", marker="o", markersize=3,
                   label=f"{entry}: free-running")
-        if entry in dashed:
-            axes.plot(steps, [m["eval"]["metric"]["tf"] for m in points], color=f"C{index}", linestyle="--",
-                      label=f"{entry}: teacher-forced")
     for dip in dips or []:
         record = next((m for m in evaluations if m.get("strategy") == dip.get("strategy")
                        and m["step"] == dip["step"]), None)
@@ -197,6 +194,6 @@ def scores(metrics: list[dict], path: Path, dips: list[dict] | None = None,
             axes.plot([record.get("global_step", record["step"])], [dip["value"]], marker="v", color="black",
                       markersize=8, linestyle="none")
     axes.set(xlabel="training step (fine-tuning continues its starting model's steps)",
-             ylabel=f"validation {name}", title="Scores over training")
+             ylabel=f"validation {name} (free-running, greedy)", title="Scores over training")
     _legend(axes, 7)
     return save_figure(figure, path)

@@ -36,6 +36,115 @@ def _number(value, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+SATURATED_ERROR = 0.9  # free-running token error at or above this from some position on: the curves saturate
+
+
+def saturation(entry: dict) -> int | None:
+    """The first (1-based) position from which free-running token error stays at or above SATURATED_ERROR over
+    the well-measured positions, if that happens within the first half of them; None otherwise."""
+    errors = entry["per_position"]["fr_error"][: figures.well_measured(entry["per_position"])]
+    if len(errors) < 4:
+        return None
+    for start in range(len(errors) // 2 + 1):
+        if all(e >= SATURATED_ERROR for e in errors[start:]):
+            return start + 1
+    return None
+
+
+def _saturation_sentence(results: dict) -> str:
+    saturated = {name: saturation(e) for name, e in results["strategies"].items()}
+    saturated = {name: at for name, at in saturated.items() if at is not None}
+    if not saturated:
+        return ""
+    which = ", ".join(f"{html.escape(n)} from position {at}" for n, at in saturated.items())
+    return (f"<p class=\"note\"><b>Positional measures saturate here.</b> Free-running token error stays at or above "
+            f"{SATURATED_ERROR:.2f} ({which}): once nearly every free-running token is wrong, the per-position "
+            f"curves, FR NLL, the gap % and the compounding fit say how fast the model fell off the gold path, "
+            f"not how it compounds, and they cannot tell strategies apart. Read the measures that still "
+            f"discriminate: on-path NLL, the first divergence and the prefix swap.</p>")
+
+
+def _metric_cell(metric: dict, key: str) -> str:
+    value = metric.get(key)
+    return "<td>-</td>" if value is None else f"<td>{value:.2f}</td>"
+
+
+def _measure_sentences(name: str, entry: dict, swap: dict | None) -> list[str]:
+    """One sentence per measure of docs/measures.md, on what it says for this strategy."""
+    label = f"<b>{html.escape(name)}</b>"
+    measures = entry.get("measures") or {}
+    out = []
+    if "on_path_nll" in measures:
+        on_path, tf = measures["on_path_nll"], entry["tf_nll"]
+        out.append(f"{label}: on-path NLL {on_path:.3f} nats per token against teacher-forced {tf:.3f}: scored only "
+                   f"where its own prefix still equals gold, "
+                   + ("it is no worse off than under teacher forcing." if on_path <= tf * 1.05 else
+                      "it is already less sure of gold before it has made any mistake."))
+    divergence = measures.get("first_divergence") or {}
+    if divergence.get("never") is not None:
+        mean = divergence.get("mean")
+        out.append(f"{label}: {100 * divergence['never']:.0f}% of test outputs never leave gold; "
+                   + (f"the others leave it at step {mean:.1f} on average" if mean is not None else "none leaves it")
+                   + f" ({100 * divergence['mean_fraction']:.0f}% of the reference length on the path, averaged "
+                   f"over all).")
+    if measures.get("length_ratio") is not None:
+        ratio = measures["length_ratio"]
+        verdict = ("about the reference length" if 0.9 <= ratio <= 1.1 else
+                   "shorter than the references: it stops early" if ratio < 0.9 else
+                   "longer than the references: it runs on")
+        out.append(f"{label}: free-running outputs are {ratio:.2f} times the reference length, {verdict}.")
+    oracle = measures.get("oracle")
+    if oracle and oracle.get("excess_pct") is not None:
+        out.append(f"{label}: the oracle finds {oracle['accumulated_error']:.2f} errors per sequence along its own "
+                   f"prefix against {oracle['gold_prefix_error']:.2f} under the gold prefix, an excess of "
+                   f"{oracle['excess_pct']:.0f}% ({100 * oracle['excess_share']:.0f}% of its own errors are "
+                   f"attributable to exposure bias).")
+    for point in (swap or {}).get("positions", []):
+        ratio = point.get("own_over_gold")
+        out.append(f"{label}: continued after {point['k']} gold tokens it scores {point['after_gold']:.2f} "
+                   f"{html.escape(swap['metric'])}, after its own first {point['k']} {point['after_own']:.2f} ("
+                   + (f"own / gold {ratio:.2f}" if ratio is not None else "no ratio: the reference side is 0")
+                   + f", over {point['rows']} outputs).")
+    return out
+
+
+def _measures_section(results: dict, run_dir: Path) -> str:
+    diagnostics = {}
+    path = run_dir / "diagnostics.json"
+    if path.exists():
+        try:
+            diagnostics = json.loads(path.read_text(encoding="utf-8")).get("strategies", {})
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            diagnostics = {}  # _diagnostics_section names the broken file
+    sentences = []
+    for name, entry in results["strategies"].items():
+        swap = (diagnostics.get(name) or {}).get("diagnostics", {}).get("prefix_swap")
+        sentences += _measure_sentences(name, entry, swap)
+    if not sentences:
+        return ""
+    items = "".join(f"<li>{s}</li>" for s in sentences)
+    return (f"<h2>Measures not inflated by misalignment</h2><p>Positional FR NLL scores gold token t after the "
+            f"model's own prefix, so one inserted word misaligns every later position. These measures do not "
+            f"(formulas, sources and blind spots: docs/measures.md).</p><ul>{items}</ul>")
+
+
+def _signature_section(results: dict) -> str:
+    signature = results.get("signature") or {}
+    if not signature:
+        return ""
+    rows = []
+    for key, value in signature.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}: {json.dumps(v) if isinstance(v, dict) else v}" for k, v in value.items())
+        rows.append(f"<tr><td>{html.escape(str(key))}</td><td>{html.escape(str(value))}</td></tr>")
+    return f"<h2>Signature</h2><table class=\"signature\">{''.join(rows)}</table>"
+
+
+def _figure(key: str, alt: str) -> str:
+    return (f"<img src=\"figures/{key}.png\" alt=\"{html.escape(alt)}\"><br><a href=\"figures/{key}.svg\">SVG"
+            f"</a>")
+
+
 def _diagnostics_section(run_dir: Path) -> str:
     """Figures and sentences from diagnostics.json (written by `unforced run` and `unforced gap`)."""
     path = run_dir / "diagnostics.json"
@@ -114,8 +223,7 @@ def _diagnostics_section(run_dir: Path) -> str:
              f"{data.get('limit') or 'all'} pairs)</h2>"]
     for key, title, draw, explanation, sentences in sections:
         draw(data, figure_dir / f"{key}.png")
-        parts.append(f"<h3>{title}</h3><img src=\"figures/{key}.png\" alt=\"{title}\"><p>{explanation} "
-                     f"{' '.join(sentences)}</p>")
+        parts.append(f"<h3>{title}</h3>{_figure(key, title)}<p>{explanation} {' '.join(sentences)}</p>")
     return "\n".join(parts + attention_s)
 
 
@@ -131,12 +239,17 @@ def _seeds_section(results: dict) -> str:
         rows.append(f"<tr><td>{html.escape(name)}</td>"
                     f"<td>{spread['fr_nll']['mean']:.3f} ± {spread['fr_nll']['std']:.3f}</td>"
                     f"<td>{spread['gap_pct']['mean']:.1f} ± {spread['gap_pct']['std']:.1f}</td>"
-                    f"<td>{spread['metric_fr']['mean']:.2f} ± {spread['metric_fr']['std']:.2f}</td></tr>")
+                    f"<td>{spread['metric_fr']['mean']:.2f} ± {spread['metric_fr']['std']:.2f}</td>"
+                    + (f"<td>{spread['metric_fr_beam']['mean']:.2f} ± {spread['metric_fr_beam']['std']:.2f}</td>"
+                       if "metric_fr_beam" in spread else "<td>-</td>") + "</tr>")
     names = list(entries)
     base = names[0]
     sentences = []
     for name in names[1:]:
-        for key, label in (("fr_nll", "free-running NLL"), ("metric_fr", "free-running score")):
+        for key, label in (("fr_nll", "free-running NLL"), ("metric_fr", "free-running score"),
+                           ("metric_fr_beam", "free-running beam score")):
+            if key not in entries[base]["spread"] or key not in entries[name]["spread"]:
+                continue
             a, b = entries[base]["spread"][key], entries[name]["spread"][key]
             difference = b["mean"] - a["mean"]
             within = abs(difference) <= a["std"] + b["std"]
@@ -144,7 +257,7 @@ def _seeds_section(results: dict) -> str:
                              f"{difference:+.3f}, {'within' if within else 'outside'} the spread over "
                              f"{len(seeds)} seeds (± {a['std'] + b['std']:.3f}).")
     return (f"<h2>Over {len(seeds)} seeds ({', '.join(map(str, seeds))})</h2><table><tr><th>strategy</th>"
-            f"<th>FR NLL</th><th>gap %</th><th>FR score</th></tr>{''.join(rows)}</table>"
+            f"<th>FR NLL</th><th>gap %</th><th>FR score</th><th>FR beam score</th></tr>{''.join(rows)}</table>"
             f"<p>Mean ± standard deviation over seeds; the table above shows the means. A difference within the "
             f"spread is not evidence that one strategy is better. {' '.join(sentences)}</p>")
 
@@ -165,16 +278,22 @@ def build_report(run_dir: Path) -> Path:
                     "training went on)." if not dips else
                     "Dips of the free-running score (triangles): " + "; ".join(
                         f"{html.escape(str(d.get('strategy')))} at step {d['step']}, {d['drop']:.2f} below its best"
-                        + (f", teacher-forcing ratio {d['teacher_forcing_ratio']:.2f}"
-                           if d.get("teacher_forcing_ratio") is not None else "") for d in dips) + ".")
+                        + (f", gold ratio {d['gold_ratio']:.2f}" if d.get("gold_ratio") is not None else "")
+                        for d in dips) + ".")
     rows = []
     for name, entry in results["strategies"].items():
-        metric = entry["metric"]
+        metric, measures = entry["metric"], entry.get("measures") or {}
+        divergence = (measures.get("first_divergence") or {}).get("mean_fraction")
         rows.append(f"<tr><td>{html.escape(name)}</td><td>{entry['tf_nll']:.3f}</td><td>{entry['fr_nll']:.3f}</td>"
-                    f"<td>{entry['gap_pct']:.1f}%</td><td>{entry['tf_token_acc']:.3f}</td>"
-                    f"<td>{entry['fr_token_acc']:.3f}</td><td>{metric['tf']:.2f}</td><td>{metric['fr']:.2f}</td>"
-                    f"<td>{entry['train_seconds']:.1f}</td></tr>")
-    metric_name = next(iter(results["strategies"].values()))["metric"]["name"] if results["strategies"] else ""
+                    f"<td>{entry['gap_pct']:.1f}%</td><td>{_number(measures.get('on_path_nll'))}</td>"
+                    f"<td>{_number(divergence, 2)}</td><td>{entry['tf_token_acc']:.3f}</td>"
+                    f"<td>{entry['fr_token_acc']:.3f}</td>{_metric_cell(metric, 'fr')}"
+                    f"{_metric_cell(metric, 'fr_beam')}<td>{entry['train_seconds']:.1f}</td></tr>")
+    first = next(iter(results["strategies"].values()), None)
+    metric_name = first["metric"]["name"] if first else ""
+    beam = first["metric"].get("beam_size") if first else None
+    warnings = sorted({e["metric"]["warning"] for e in results["strategies"].values() if e["metric"].get("warning")})
+    warning = "".join(f"<p class=\"note\"><b>Warning:</b> {html.escape(w)}</p>" for w in warnings)
     sentences = " ".join(f"<b>{html.escape(n)}</b>: {_growth_sentence(e)}" for n, e in results["strategies"].items())
     examples = []
     for name, entry in results["strategies"].items():
@@ -186,35 +305,42 @@ def build_report(run_dir: Path) -> Path:
 <html lang="en"><head><meta charset="utf-8"><title>unforced report: {html.escape(results['task'])}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}}
 table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}
-td:first-child,th:first-child{{text-align:left}}img{{max-width:100%}}pre{{background:#f6f6f6;padding:1em}}</style>
+td:first-child,th:first-child{{text-align:left}}img{{max-width:100%}}pre{{background:#f6f6f6;padding:1em}}.note{{background:#fff6e0;padding:.5em 1em}}
+table.signature td{{text-align:left}}</style>
 </head><body>
 <h1>Exposure-bias report: {html.escape(results['task'])}</h1>
 <p>Teacher-forced (TF) figures score each gold token after the gold prefix; free-running (FR) figures score it
-after the model's own greedy prefix. The gap is FR NLL minus TF NLL, as a share of TF NLL.</p>
-<table><tr><th>strategy</th><th>TF NLL</th><th>FR NLL</th><th>gap</th><th>TF token acc</th><th>FR token acc</th>
-<th>TF {html.escape(metric_name)}</th><th>FR {html.escape(metric_name)}</th><th>train s</th></tr>
+after the model's own greedy prefix. The gap is FR NLL minus TF NLL, as a share of TF NLL. On-path NLL scores gold
+only where the model's own prefix still equals it; "first div." is the share of the reference length the greedy
+decode follows before it first leaves gold. The {html.escape(metric_name)} columns score free decodes (greedy, and
+a beam{f" of {beam}" if beam else ""}) against every reference.</p>
+<table><tr><th>strategy</th><th>TF NLL</th><th>FR NLL</th><th>gap</th><th>on-path NLL</th><th>first div.</th>
+<th>TF token acc</th><th>FR token acc</th><th>FR {html.escape(metric_name)}</th>
+<th>FR {html.escape(metric_name)} beam</th><th>train s</th></tr>
 {''.join(rows)}</table>
+{warning}
+{_saturation_sentence(results)}
 {_seeds_section(results)}
+{_measures_section(results, run_dir)}
 <h2>Per-position error</h2>
-<img src="figures/per_position.png" alt="per-position error and NLL">
+{_figure("per_position", "per-position error and NLL")}
 <p>Each curve is the error rate (left) or the NLL of the gold token (right) at one target position, with gold
 prefixes (dashed) and with the model's own prefixes (solid), over the positions that at least
 {figures.MIN_SEQUENCES} test sequences reach. Where the solid curve climbs above the dashed one as
 positions grow, early mistakes are compounding. {sentences}</p>
 <h2>Training curves</h2>
-<img src="figures/training_curves.png" alt="training curves">
+{_figure("training_curves", "training curves")}
 <p>Training loss per step (left), and the validation NLL under both decodings at each evaluation (right): the
 distance between a strategy's solid and dashed lines is its gap as training goes on.</p>
 {_diagnostics_section(run_dir)}
 <h2>Scores over training</h2>
-<img src="figures/scores.png" alt="validation scores over training">
-<p>The validation score of free-running (greedy) decoding for every strategy, and the teacher-forced score of the
-model each fine-tuned strategy starts from (dashed; the first entry's where none is fine-tuned). A fine-tuned
-strategy continues from its starting model's step, so the distance between the dashed line and a solid line is the
-gap each strategy leaves. {dip_sentence}</p>
+{_figure("scores", "validation scores over training")}
+<p>The validation score of free-running (greedy) decoding for every strategy. A fine-tuned strategy continues from
+its starting model's last evaluation, so its line starts where that model's ends. {dip_sentence}</p>
 <h2>Sample outputs (test)</h2>
 <table><tr><th>strategy</th><th>reference</th><th>teacher-forced argmax</th><th>free-running greedy</th></tr>
 {''.join(examples)}</table>
+{_signature_section(results)}
 <h2>Settings</h2>
 <pre>{html.escape(yaml.safe_dump(config, sort_keys=False))}</pre>
 </body></html>

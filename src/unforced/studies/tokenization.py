@@ -135,7 +135,7 @@ def sentences(results: dict) -> list[str]:
     best = max(rows, key=lambda r: r["metric"]["fr"]) if metric not in ("wer", "cer") else \
         min(rows, key=lambda r: r["metric"]["fr"])
     out.append(f"Free-running {metric.upper()} is best at vocabulary {best['vocab_size']} "
-               f"({best['metric']['fr']:.2f}; teacher-forced argmax {best['metric']['tf']:.2f}).")
+               f"({best['metric']['fr']:.2f}).")
     return out
 
 
@@ -143,7 +143,7 @@ def write_report(results: dict, out_dir: Path) -> Path:
     rows = "".join(
         f"<tr><td>{r['vocab_size']}</td><td>{r['tokens_per_sentence']:.1f}</td><td>{r['tf_error']:.3f}</td>"
         f"<td>{r['fr_error']:.3f}</td><td>{r['gap_pct']:.1f}%</td><td>{r['gap_per_sentence']:.2f}</td>"
-        f"<td>{r['metric']['tf']:.2f}</td><td>{r['metric']['fr']:.2f}</td>"
+        f"<td>{r['metric']['fr']:.2f}</td>"
         f"<td><a href=\"vocab-{r['vocab_size']}/results.json\">results</a></td></tr>" for r in results["rows"])
     metric = html.escape(results["rows"][0]["metric"]["name"])
     text = " ".join(html.escape(s) for s in sentences(results))
@@ -158,7 +158,7 @@ figures count tokens, which differ between vocabularies; per-sentence figures an
 <img src="figures/tokenization.png" alt="error, length and gap against vocabulary size">
 <p>{text}</p>
 <table><tr><th>vocabulary</th><th>tokens / sentence</th><th>TF error / step</th><th>FR error / step</th>
-<th>gap (per token)</th><th>gap (nats / sentence)</th><th>TF {metric}</th><th>FR {metric}</th><th>run</th></tr>
+<th>gap (per token)</th><th>gap (nats / sentence)</th><th>FR {metric} (greedy)</th><th>run</th></tr>
 {rows}</table>
 </body></html>
 """
