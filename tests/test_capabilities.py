@@ -243,3 +243,18 @@ def test_trainer_filters_batches_and_checkpoints_own_optimizers(registered, tmp_
     assert again.optimizer.state_dict()["state"][0]["step"] == 4
     assert torch.equal(again.optimizer.state_dict()["state"][0]["exp_avg"],
                        first.strategy.optimizer.state_dict()["state"][0]["exp_avg"])
+
+
+def test_no_strategy_is_known_by_name_where_runs_are_made_and_reported():
+    """experiment.py, runs.py and report/ reach strategies through the registry and the capabilities only."""
+    import re
+    from pathlib import Path
+
+    from unforced.strategies import STRATEGIES
+
+    source = Path(__file__).resolve().parents[1] / "src" / "unforced"
+    files = [source / "experiment.py", source / "runs.py", *sorted((source / "report").glob("*.py"))]
+    pattern = re.compile("|".join(sorted(STRATEGIES, key=len, reverse=True)))
+    found = [f"{path.name}:{number}: {line.strip()}" for path in files
+             for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if pattern.search(line)]
+    assert len(files) >= 4 and not found, found
