@@ -97,3 +97,31 @@ def test_an_unsaturated_run_gets_no_saturation_note(run_dir, tmp_path):
     page = build_report(out).read_text()
     assert "saturate here" not in page
     assert yaml.safe_load((out / "config.yaml").read_text())  # the copied run is still a run
+
+
+def test_curve_data_is_json_ready_and_matches_the_results(run_dir):
+    from unforced.report import curves
+    from unforced.runfiles import read_run
+
+    _, results, metrics = read_run(run_dir)
+    positions = curves.per_position(results)
+    entry = results["strategies"]["teacher_forcing"]
+    shown = curves.well_measured(entry["per_position"])
+    assert positions["teacher_forcing"]["fr_error"] == entry["per_position"]["fr_error"][:shown]
+    assert positions["teacher_forcing"]["position"] == list(range(1, shown + 1))
+    training = curves.training(metrics)
+    assert training["teacher_forcing"]["eval_step"] == [15, 30] and training["teacher_forcing"]["loss"]
+    scores = curves.scores(metrics)
+    assert scores["metric"] == "exact_match" and scores["entries"]["teacher_forcing"]["step"] == [15, 30]
+    fine_tuned = curves.scores(metrics, {"parallel_scheduled_sampling": "teacher_forcing"})
+    series = fine_tuned["entries"]["parallel_scheduled_sampling"]
+    assert series["fr"][0] == scores["entries"]["teacher_forcing"]["fr"][-1] and len(series["step"]) == 3
+    json.dumps([positions, training, scores])
+
+
+def test_every_page_shares_one_shell():
+    from unforced.report.page import page
+
+    document = page("a <title>", "<p>body</p>")
+    assert document.startswith("<!doctype html>") and "<title>a &lt;title&gt;</title>" in document
+    assert "<p>body</p>" in document and document.rstrip().endswith("</html>")

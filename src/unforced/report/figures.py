@@ -1,4 +1,5 @@
-"""Figures of a run directory, drawn with matplotlib's Agg canvas (no display, no global pyplot state)."""
+"""Figures of a run directory, drawn with matplotlib's Agg canvas (no display, no global pyplot state) from the
+curve data of report/curves.py; each is written as PNG and SVG."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from unforced.report import curves
 
 
 def _legend(axes, fontsize: int) -> None:
@@ -24,32 +27,16 @@ def save_figure(figure: Figure, path: Path) -> Path:
     return path
 
 
-MIN_SEQUENCES = 20
-
-
-def well_measured(curves: dict) -> int:
-    """Positions reached by at least MIN_SEQUENCES sequences (the last few positions rest on a handful)."""
-    counts = curves.get("count")
-    if not counts:
-        return len(curves["tf_error"])
-    return max(1, sum(1 for c in counts if c >= min(MIN_SEQUENCES, counts[0])))
-
-
 def per_position(results: dict, path: Path) -> Path:
     """Error rate and NLL per target position, teacher-forced (dashed) against free-running (solid), over the
     positions that at least MIN_SEQUENCES test sequences reach."""
     figure = Figure(figsize=(11, 4.2))
     error_axes, nll_axes = figure.add_subplot(1, 2, 1), figure.add_subplot(1, 2, 2)
-    for index, (name, entry) in enumerate(results["strategies"].items()):
+    for index, (name, data) in enumerate(curves.per_position(results).items()):
         color = f"C{index}"
-        curves = entry["per_position"]
-        shown = well_measured(curves)
-        positions = range(1, shown + 1)
-        error_axes.plot(positions, curves["fr_error"][:shown], color=color, label=f"{name}: free-running")
-        error_axes.plot(positions, curves["tf_error"][:shown], color=color, linestyle="--",
-                        label=f"{name}: teacher-forced")
-        nll_axes.plot(positions, curves["fr_nll"][:shown], color=color, label=f"{name}: free-running")
-        nll_axes.plot(positions, curves["tf_nll"][:shown], color=color, linestyle="--",
+        for axes, side in ((error_axes, "error"), (nll_axes, "nll")):
+            axes.plot(data["position"], data[f"fr_{side}"], color=color, label=f"{name}: free-running")
+            axes.plot(data["position"], data[f"tf_{side}"], color=color, linestyle="--",
                       label=f"{name}: teacher-forced")
     error_axes.set(xlabel="target position", ylabel="token error rate", title="Per-position error")
     nll_axes.set(xlabel="target position", ylabel="NLL of the gold token (nats)", title="Per-position NLL")
@@ -62,19 +49,14 @@ def training_curves(metrics: list[dict], path: Path) -> Path:
     """Training loss per step, and validation NLL teacher-forced (dashed) against free-running (solid)."""
     figure = Figure(figsize=(11, 4.2))
     loss_axes, valid_axes = figure.add_subplot(1, 2, 1), figure.add_subplot(1, 2, 2)
-    tags = list(dict.fromkeys(m.get("strategy") for m in metrics))
-    for index, tag in enumerate(tags):
+    for index, (tag, data) in enumerate(curves.training(metrics).items()):
         color = f"C{index}"
-        train = [m for m in metrics if m.get("strategy") == tag and "loss" in m]
-        evals = [m for m in metrics if m.get("strategy") == tag and "eval" in m]
-        if train:
-            loss_axes.plot([m["step"] for m in train], [m["loss"] for m in train], color=color, label=tag)
-        if evals:
-            steps = [m["step"] for m in evals]
-            valid_axes.plot(steps, [m["eval"]["fr_nll"] for m in evals], color=color, marker="o",
-                            label=f"{tag}: free-running")
-            valid_axes.plot(steps, [m["eval"]["tf_nll"] for m in evals], color=color, marker="o",
-                            linestyle="--", label=f"{tag}: teacher-forced")
+        if data["step"]:
+            loss_axes.plot(data["step"], data["loss"], color=color, label=tag)
+        if data["eval_step"]:
+            valid_axes.plot(data["eval_step"], data["fr_nll"], color=color, marker="o", label=f"{tag}: free-running")
+            valid_axes.plot(data["eval_step"], data["tf_nll"], color=color, marker="o", linestyle="--",
+                            label=f"{tag}: teacher-forced")
     loss_axes.set(xlabel="step", ylabel="training loss", title="Training loss")
     valid_axes.set(xlabel="step", ylabel="validation NLL (nats/token)", title="Validation NLL")
     _legend(loss_axes, 7)
@@ -164,29 +146,16 @@ def prefix_divergence(diagnostics: dict, path: Path) -> Path:
 
 def scores(metrics: list[dict], path: Path, dips: list[dict] | None = None,
            warm_starts: dict[str, str | None] | None = None) -> Path:
-    """The validation metric of free-running (greedy) decoding over training, every strategy on one step axis.
-    `warm_starts` maps an entry to the tag it was fine-tuned from (results.json's `warm_start_from`): its line
-    continues from that model's last evaluation. Triangles mark mid-training dips. (No teacher-forced sequence
-    score is drawn: it is not a gap measure, docs/measures.md.)"""
+    """The validation metric of free-running (greedy) decoding over training, every strategy on one step axis
+    (curves.scores: a fine-tuned entry's line continues from its starting model's last evaluation). Triangles mark
+    mid-training dips. No teacher-forced sequence score is drawn: it is not a gap measure (docs/measures.md)."""
     figure = Figure(figsize=(7, 4.2))
     axes = figure.add_subplot(1, 1, 1)
-    evaluations = [m for m in metrics if isinstance(m.get("eval"), dict) and "metric" in m["eval"]]
-    entries = list(dict.fromkeys(str(m.get("strategy")).split("#")[0] for m in evaluations))
-    name = evaluations[0]["eval"]["metric"]["name"] if evaluations else "metric"
-    warm_starts = warm_starts or {}
-
-    def in_order(tag: str) -> list[dict]:
-        return sorted((m for m in evaluations if str(m.get("strategy")).split("#")[0] == tag),
-                      key=lambda m: m.get("global_step", m["step"]))
-
-    for index, entry in enumerate(entries):
-        points = in_order(entry)
-        start = in_order(warm_starts[entry]) if warm_starts.get(entry) else []
-        if start:  # a fine-tune: drawn on from where its starting model ended
-            points = [start[-1], *points]
-        steps = [m.get("global_step", m["step"]) for m in points]
-        axes.plot(steps, [m["eval"]["metric"]["fr"] for m in points], color=f"C{index}", marker="o", markersize=3,
+    data = curves.scores(metrics, warm_starts)
+    for index, (entry, series) in enumerate(data["entries"].items()):
+        axes.plot(series["step"], series["fr"], color=f"C{index}", marker="o", markersize=3,
                   label=f"{entry}: free-running")
+    evaluations = [m for m in metrics if isinstance(m.get("eval"), dict) and "metric" in m["eval"]]
     for dip in dips or []:
         record = next((m for m in evaluations if m.get("strategy") == dip.get("strategy")
                        and m["step"] == dip["step"]), None)
@@ -194,6 +163,6 @@ def scores(metrics: list[dict], path: Path, dips: list[dict] | None = None,
             axes.plot([record.get("global_step", record["step"])], [dip["value"]], marker="v", color="black",
                       markersize=8, linestyle="none")
     axes.set(xlabel="training step (fine-tuning continues its starting model's steps)",
-             ylabel=f"validation {name} (free-running, greedy)", title="Scores over training")
+             ylabel=f"validation {data['metric']} (free-running, greedy)", title="Scores over training")
     _legend(axes, 7)
     return save_figure(figure, path)

@@ -14,14 +14,15 @@ import yaml
 
 from unforced.diagnostics.attention import draw_attention
 from unforced.errors import UnforcedError
-from unforced.report import figures
+from unforced.report import curves, figures
+from unforced.report.page import page as html_page
 from unforced.runfiles import atomic_write_text, read_run
 
 
 def _growth_sentence(entry: dict) -> str:
     errors = entry["per_position"]["fr_error"]
     tf_errors = entry["per_position"]["tf_error"]
-    shown = figures.well_measured(entry["per_position"])
+    shown = curves.well_measured(entry["per_position"])
     errors, tf_errors = errors[:shown], tf_errors[:shown]
     if len(errors) < 4:
         return ""
@@ -42,7 +43,7 @@ SATURATED_ERROR = 0.9  # free-running token error at or above this from some pos
 def saturation(entry: dict) -> int | None:
     """The first (1-based) position from which free-running token error stays at or above SATURATED_ERROR over
     the well-measured positions, if that happens within the first half of them; None otherwise."""
-    errors = entry["per_position"]["fr_error"][: figures.well_measured(entry["per_position"])]
+    errors = entry["per_position"]["fr_error"][: curves.well_measured(entry["per_position"])]
     if len(errors) < 4:
         return None
     for start in range(len(errors) // 2 + 1):
@@ -301,14 +302,7 @@ def build_report(run_dir: Path) -> Path:
             examples.append(f"<tr><td>{html.escape(name)}</td><td>{html.escape(example['reference'])}</td>"
                             f"<td>{html.escape(example['teacher_forced'])}</td>"
                             f"<td>{html.escape(example['free_running'])}</td></tr>")
-    page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>unforced report: {html.escape(results['task'])}</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}}
-table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}
-td:first-child,th:first-child{{text-align:left}}img{{max-width:100%}}pre{{background:#f6f6f6;padding:1em}}.note{{background:#fff6e0;padding:.5em 1em}}
-table.signature td{{text-align:left}}</style>
-</head><body>
-<h1>Exposure-bias report: {html.escape(results['task'])}</h1>
+    body = f"""<h1>Exposure-bias report: {html.escape(results['task'])}</h1>
 <p>Teacher-forced (TF) figures score each gold token after the gold prefix; free-running (FR) figures score it
 after the model's own greedy prefix. The gap is FR NLL minus TF NLL, as a share of TF NLL. On-path NLL scores gold
 only where the model's own prefix still equals it; "first div." is the share of the reference length the greedy
@@ -326,7 +320,7 @@ a beam{f" of {beam}" if beam else ""}) against every reference.</p>
 {_figure("per_position", "per-position error and NLL")}
 <p>Each curve is the error rate (left) or the NLL of the gold token (right) at one target position, with gold
 prefixes (dashed) and with the model's own prefixes (solid), over the positions that at least
-{figures.MIN_SEQUENCES} test sequences reach. Where the solid curve climbs above the dashed one as
+{curves.MIN_SEQUENCES} test sequences reach. Where the solid curve climbs above the dashed one as
 positions grow, early mistakes are compounding. {sentences}</p>
 <h2>Training curves</h2>
 {_figure("training_curves", "training curves")}
@@ -342,9 +336,7 @@ its starting model's last evaluation, so its line starts where that model's ends
 {''.join(examples)}</table>
 {_signature_section(results)}
 <h2>Settings</h2>
-<pre>{html.escape(yaml.safe_dump(config, sort_keys=False))}</pre>
-</body></html>
-"""
+<pre>{html.escape(yaml.safe_dump(config, sort_keys=False))}</pre>"""
     path = run_dir / "report.html"
-    atomic_write_text(page, path)
+    atomic_write_text(html_page(f"unforced report: {results['task']}", body), path)
     return path

@@ -26,6 +26,7 @@ import torch
 
 from unforced.distributed import choose_device
 from unforced.models import ModelConfig, build_model
+from unforced.report.page import page
 from unforced.runfiles import atomic_write_text
 from unforced.strategies import make_strategy
 from unforced.tasks.base import Task
@@ -170,22 +171,15 @@ def write_report(results: dict, out_dir: Path) -> Path:
         f"<tr><td>{c['delay']}</td><td>{_label(c['truncation'])}</td><td>{c['accuracy']:.3f}</td>"
         f"<td>{c['final_loss']:.3f}</td><td>{c['seconds']:.1f}</td></tr>" for c in results["cells"])
     text = " ".join(html.escape(s) for s in sentences(results))
-    page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>unforced study: TBPTT myopia</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:900px;margin:2em auto;padding:0 1em;color:#222}}
-table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}
-img{{max-width:100%}}</style></head><body>
-<h1>TBPTT myopia</h1>
+    body = f"""<h1>TBPTT myopia</h1>
 <p>A GRU decoder learns a delayed echo, y_t = y_(t-D), with nothing in the source; its state is detached every L
 steps (truncated backpropagation). Accuracy is teacher-forced, on positions t &gt;= D, after
 {results['steps']} steps per cell.</p>
 <img src="figures/tbptt_myopia.png" alt="accuracy against truncation">
 <p>{text}</p>
-<table><tr><th>D</th><th>L</th><th>accuracy</th><th>final loss</th><th>train s</th></tr>{rows}</table>
-</body></html>
-"""
+<table><tr><th>D</th><th>L</th><th>accuracy</th><th>final loss</th><th>train s</th></tr>{rows}</table>"""
     path = out_dir / "report.html"
-    atomic_write_text(page, path)
+    atomic_write_text(page("unforced study: TBPTT myopia", body), path)
     return path
 
 

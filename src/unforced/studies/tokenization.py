@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 
 from unforced.errors import UnforcedError
+from unforced.report.page import page
 from unforced.runfiles import atomic_write_text
 
 BIBLE_SIZES = {True: (250, 2000), False: (250, 500, 1000, 2000)}
@@ -147,23 +148,16 @@ def write_report(results: dict, out_dir: Path) -> Path:
         f"<td><a href=\"vocab-{r['vocab_size']}/results.json\">results</a></td></tr>" for r in results["rows"])
     metric = html.escape(results["rows"][0]["metric"]["name"])
     text = " ".join(html.escape(s) for s in sentences(results))
-    page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>unforced study: tokenization</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}}
-table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}
-img{{max-width:100%}}</style></head><body>
-<h1>Tokenization and the free-running gap ({html.escape(results['corpus'])})</h1>
+    body = f"""<h1>Tokenization and the free-running gap ({html.escape(results['corpus'])})</h1>
 <p>One teacher-forced GRU per BPE vocabulary size, same text, same budget ({results['steps']} steps). Per-step
 figures count tokens, which differ between vocabularies; per-sentence figures and {metric} compare directly.</p>
 <img src="figures/tokenization.png" alt="error, length and gap against vocabulary size">
 <p>{text}</p>
 <table><tr><th>vocabulary</th><th>tokens / sentence</th><th>TF error / step</th><th>FR error / step</th>
 <th>gap (per token)</th><th>gap (nats / sentence)</th><th>FR {metric} (greedy)</th><th>run</th></tr>
-{rows}</table>
-</body></html>
-"""
+{rows}</table>"""
     path = out_dir / "report.html"
-    atomic_write_text(page, path)
+    atomic_write_text(page("unforced study: tokenization", body), path)
     return path
 
 

@@ -33,7 +33,7 @@ def task_options(name: str) -> dict[str, object]:
     """The options a task takes, with their defaults."""
     builder = TASKS[name]
     if name in ("copy", "reverse", "sort"):
-        from unforced.tasks.synthetic import _symbol_task as builder
+        from unforced.tasks.synthetic import symbol_task as builder
     return {key: p.default for key, p in inspect.signature(builder).parameters.items()
             if p.default is not inspect.Parameter.empty}
 

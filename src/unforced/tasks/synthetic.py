@@ -55,7 +55,7 @@ def _positional_oracle(task: Task, solve):
     return oracle
 
 
-def _symbol_task(name: str, solve, description: str, length: int = 10, min_length: int = 2, symbols: int = 10,
+def symbol_task(name: str, solve, description: str, length: int = 10, min_length: int = 2, symbols: int = 10,
                  size: int = 5000, seed: int = 0) -> Task:
     _check(length, min_length, size, symbols)
     alphabet = LETTERS[:symbols]
@@ -76,16 +76,16 @@ def _symbol_task(name: str, solve, description: str, length: int = 10, min_lengt
 
 
 def copy_task(**options) -> Task:
-    return _symbol_task("copy", lambda s: s, "repeat the source symbols", **options)
+    return symbol_task("copy", lambda s: s, "repeat the source symbols", **options)
 
 
 def reverse_task(**options) -> Task:
-    return _symbol_task("reverse", lambda s: " ".join(reversed(s.split())), "the source symbols reversed",
+    return symbol_task("reverse", lambda s: " ".join(reversed(s.split())), "the source symbols reversed",
                         **options)
 
 
 def sort_task(**options) -> Task:
-    task = _symbol_task("sort", lambda s: " ".join(sorted(s.split())), "the source symbols sorted", **options)
+    task = symbol_task("sort", lambda s: " ".join(sorted(s.split())), "the source symbols sorted", **options)
     tokenizer = task.target_tokenizer
 
     def oracle(source: str, prefix: list[int]) -> set[int]:
