@@ -6,26 +6,24 @@ import math
 
 import pytest
 import torch
-
-pytest.importorskip("transformers")
 from conftest import TEST_THREADS
-from transformers import GPT2Config, GPT2LMHeadModel, T5Config, T5ForConditionalGeneration  # noqa: E402
+from transformers import GPT2Config, GPT2LMHeadModel, T5Config, T5ForConditionalGeneration
 
-from unforced.diagnostics.gap import evaluate  # noqa: E402
-from unforced.errors import UnforcedError  # noqa: E402
-from unforced.models import repeat_rows, select_rows  # noqa: E402
-from unforced.models.hf import (  # noqa: E402
+from unforced.diagnostics.gap import evaluate
+from unforced.errors import UnforcedError
+from unforced.models import repeat_rows, select_rows
+from unforced.models.hf import (
     HFTokenizerAdapter,
     HuggingFaceModel,
     load_hf_model,
     special_permutation,
 )
-from unforced.rollout import Greedy, Sample, beam_search, rollout  # noqa: E402
-from unforced.strategies import make_strategy  # noqa: E402
-from unforced.strategies.base import TaskBound  # noqa: E402
-from unforced.tasks import get_task  # noqa: E402
-from unforced.tasks.tables import table_task  # noqa: E402
-from unforced.train import TrainConfig, Trainer  # noqa: E402
+from unforced.rollout import Greedy, Sample, beam_search, rollout
+from unforced.strategies import make_strategy
+from unforced.strategies.base import TaskBound
+from unforced.tasks import get_task
+from unforced.tasks.tables import table_task
+from unforced.train import TrainConfig, Trainer
 
 torch.set_num_threads(TEST_THREADS)
 KINDS = ("t5", "gpt2")
