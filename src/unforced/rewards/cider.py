@@ -9,6 +9,7 @@ corpus); tests hold them equal. Text is split on whitespace: the COCO evaluation
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
@@ -105,7 +106,7 @@ class _DocumentFrequencies:
                 ids.extend([ngram_ids[g] for g in counts])
             else:
                 # A hypothesis n-gram that no reference has can never match: no id, no growth of the table.
-                ids.extend([ngram_ids.get(g, -1) for g in counts])
+                ids.extend(map(ngram_ids.get, counts, itertools.repeat(-1)))
             term_frequencies.extend(counts.values())
             lengths.append(len(words) - 1 if n >= 2 and len(words) >= 2 else 0)
         if len(self._idf_array) != len(self._idf) + 1:
@@ -154,6 +155,80 @@ class _DocumentFrequencies:
         )
 
 
+def _distinct(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct values of `keys`, sorted, and how often each occurs, as `np.unique(keys, return_counts=True)`.
+
+    Measured on 5,000 x 5 captions (numpy 2.4, a loaded 2-core machine): on the 1.1 million (sentence, n-gram)
+    keys np.unique with counts took 101 ms, this 21 ms; on the (item, n-gram) keys np.unique without counts
+    (which hashes) took 825 ms against this sort's ~20 ms.
+    """
+    keys = np.sort(keys)
+    first = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1]))) if keys.size else keys
+    return keys[first], np.diff(first, append=len(keys))
+
+
+def _set_vectors(
+    hypotheses: list[str], references: list[list[str]], n: int
+) -> tuple[_Vectors, _Vectors, int]:
+    """Hypothesis and reference vectors with df from `references` itself (one document per hypothesis), as
+    pycocoevalcap scores a set; and the number of n-gram ids (the width of a pair's keys in `CiderD._score`).
+
+    Everything after splitting into words is numpy: a k-gram is numbered by the rank of (its (k-1)-gram's
+    number, its last word's) among the set's k-grams, so that equal n-grams get equal ids with no tuple built
+    and hashed.
+    """
+    flat = [r for refs in references for r in refs]
+    split = [text.split() for text in itertools.chain(flat, hypotheses)]
+    sentences = len(split)
+    sentence_lengths = np.fromiter(map(len, split), dtype=np.int64, count=sentences)
+    words = list(itertools.chain.from_iterable(split))
+    vocabulary = dict(zip(dict.fromkeys(words), itertools.count()))
+    word_ids = np.fromiter(map(vocabulary.__getitem__, words), dtype=np.int64, count=len(words))  # (tokens,)
+    sentence_of = np.repeat(np.arange(sentences), sentence_lengths)  # (tokens,)
+    ends = np.cumsum(sentence_lengths)
+    remaining = np.repeat(ends, sentence_lengths) - np.arange(len(words))  # words from this one to the end
+
+    owner_parts, gram_parts = [sentence_of], [word_ids]
+    codes, order_sizes = word_ids, [len(vocabulary)]
+    for k in range(2, n + 1):
+        starts = np.flatnonzero(remaining >= k)  # tokens that begin a k-gram
+        # < tokens * vocabulary: no overflow below ~3e9 words.
+        pairs = codes[starts] * max(len(vocabulary), 1) + word_ids[starts + k - 1]
+        unique, inverse = np.unique(pairs, return_inverse=True)
+        codes = np.zeros(len(words), dtype=np.int64)
+        codes[starts] = inverse  # read next round only where remaining >= k + 1, a subset of `starts`
+        owner_parts.append(sentence_of[starts])
+        gram_parts.append(sum(order_sizes) + inverse)
+        order_sizes.append(len(unique))
+    grams = max(sum(order_sizes), 1)
+    # One key per (sentence, distinct n-gram), sorted by sentence then n-gram, with its count.
+    keys, term_frequencies = _distinct(np.concatenate(owner_parts) * grams + np.concatenate(gram_parts))
+    owners = keys // grams
+    ids = keys - owners * grams
+    orders = np.repeat(np.arange(n), order_sizes)[ids]
+
+    # References are sentences 0..R-1 and keys are sorted by sentence: their entries come first.
+    split_at = int(np.searchsorted(owners, len(flat)))
+    item_of_reference = np.repeat(np.arange(len(references)), [len(refs) for refs in references])
+    documents, _ = _distinct(item_of_reference[owners[:split_at]] * grams + ids[:split_at])
+    document_frequency = np.bincount(documents % grams, minlength=grams)  # (grams,)
+    log_size = math.log(len(references))
+    idf = log_size - np.log(np.maximum(document_frequency, 1))
+    weights = term_frequencies * idf[ids]
+    squares = np.bincount(owners * n + orders, weights=weights**2, minlength=sentences * n)
+    norms = np.sqrt(squares.astype(np.float64)).reshape(sentences, n)
+    lengths = np.maximum(sentence_lengths - 1, 0) if n >= 2 else np.zeros(sentences, dtype=np.int64)
+
+    reference = _Vectors(ids[:split_at], weights[:split_at], orders[:split_at], owners[:split_at],
+                         norms[: len(flat)], lengths[: len(flat)])
+    hypothesis_ids = ids[split_at:]
+    # An n-gram of no reference (df 0) can never match: -1, as `_DocumentFrequencies.vectors` marks it.
+    hypothesis_ids = np.where(document_frequency[hypothesis_ids] > 0, hypothesis_ids, -1)
+    hypothesis = _Vectors(hypothesis_ids, weights[split_at:], orders[split_at:], owners[split_at:] - len(flat),
+                          norms[len(flat):], lengths[len(flat):])
+    return hypothesis, reference, grams + 1
+
+
 _CORPUS_CACHE: OrderedDict[tuple[str, int], _DocumentFrequencies] = OrderedDict()
 _CORPUS_CACHE_SIZE = 4
 
@@ -197,7 +272,8 @@ class CiderD:
     first scored, and a batch then only vectorises its hypotheses. The references scored need not be in the
     corpus. The kept vectors grow with the distinct references scored: at most the corpus, if drawn from it.
     With None, each call takes the document frequencies from the references it is given (one document per
-    hypothesis), exactly as pycocoevalcap scores a set.
+    hypothesis), exactly as pycocoevalcap scores a set; n-grams are then counted with numpy over the whole set
+    at once (`_set_vectors`), so that one call scores a test set of thousands of captions.
 
     Text is split on whitespace as given. The COCO evaluation first runs the Java PTB tokenizer (lowercasing,
     splitting punctuation off); we do not: pass text already tokenized that way.
@@ -216,37 +292,41 @@ class CiderD:
 
     def __call__(self, hypotheses: list[str], references: list[list[str]]) -> np.ndarray:
         check_batch(hypotheses, references)
-        statistics = (
-            self.statistics if self.statistics is not None else _DocumentFrequencies(references, self.n)
-        )
-        n = self.n
-        # References first: they register the n-gram ids that hypothesis n-grams are looked up against.
-        reference = statistics.references([r for refs in references for r in refs])  # pair order
-        hypothesis = statistics.vectors(hypotheses, register=False)
-        counts = np.array([len(refs) for refs in references], dtype=np.int64)  # (batch,)
-        pair_hypothesis = np.repeat(np.arange(len(hypotheses)), counts)  # (pairs,) hypothesis of each pair
-        pairs = len(pair_hypothesis)
-        width = len(statistics.ngram_ids) + 1  # key = pair * width + id orders entries by pair, then id
+        if not hypotheses:
+            return np.zeros(0, dtype=np.float64)
+        if self.statistics is None:
+            hypothesis, reference, width = _set_vectors(hypotheses, references, self.n)
+        else:
+            # References first: they register the n-gram ids that hypothesis n-grams are looked up against.
+            reference = self.statistics.references([r for refs in references for r in refs])  # pair order
+            hypothesis = self.statistics.vectors(hypotheses, register=False)
+            width = len(self.statistics.ngram_ids) + 1
+        return self._score(hypothesis, reference, [len(refs) for refs in references], width)
 
-        # Reference side, already sorted because each vector's ids are sorted and pairs come in order.
-        reference_keys = reference.owners * width + reference.ids
+    def _score(
+        self, hypothesis: _Vectors, reference: _Vectors, reference_counts: list[int], width: int
+    ) -> np.ndarray:
+        """Scores from the vectors: references in pair order (those of hypothesis 0, then of 1, ...); n-gram
+        ids below `width`, distinct within each sentence."""
+        n = self.n
+        counts = np.array(reference_counts, dtype=np.int64)  # (batch,)
+        pair_hypothesis = np.repeat(np.arange(len(counts)), counts)  # (pairs,) hypothesis of each pair
+        pairs = len(pair_hypothesis)
         dot = np.zeros(pairs * n, dtype=np.float64)
         known = hypothesis.ids >= 0
-        if reference_keys.size and known.any():
-            # Hypothesis side: each hypothesis's known n-grams, once per reference of that hypothesis.
-            ids, weights, owners = hypothesis.ids[known], hypothesis.weights[known], hypothesis.owners[known]
-            repeats = counts[owners]  # (known entries,)
-            entry = np.repeat(np.arange(len(ids)), repeats)
-            within = np.arange(len(entry)) - np.repeat(np.cumsum(repeats) - repeats, repeats)
-            pair = (np.cumsum(counts) - counts)[owners[entry]] + within
-            hypothesis_keys = pair * width + ids[entry]
-            position = np.minimum(np.searchsorted(reference_keys, hypothesis_keys), len(reference_keys) - 1)
-            hit = reference_keys[position] == hypothesis_keys
-            position = position[hit]
-            own, theirs = weights[entry[hit]], reference.weights[position]
+        if reference.ids.size and known.any():
+            # Each reference entry looks its n-gram up in its hypothesis's vector, keyed hypothesis * width + id:
+            # only n-grams of both count, since g_k(s_j) = 0 zeroes the rest.
+            hypothesis_keys = hypothesis.owners[known] * width + hypothesis.ids[known]
+            order = np.argsort(hypothesis_keys)
+            hypothesis_keys, hypothesis_weights = hypothesis_keys[order], hypothesis.weights[known][order]
+            query = pair_hypothesis[reference.owners] * width + reference.ids  # (reference entries,)
+            position = np.minimum(np.searchsorted(hypothesis_keys, query), len(hypothesis_keys) - 1)
+            hit = hypothesis_keys[position] == query
+            own, theirs = hypothesis_weights[position[hit]], reference.weights[hit]
             # CIDEr-D clips the candidate's weight to the reference's, so repeating an n-gram cannot pay.
             products = np.minimum(own, theirs) * theirs if self._clip_and_penalise else own * theirs
-            slot = pair[hit] * n + reference.orders[position]
+            slot = reference.owners[hit] * n + reference.orders[hit]
             dot = np.bincount(slot, weights=products, minlength=pairs * n).astype(np.float64)
         dot = dot.reshape(pairs, n)
 
@@ -256,7 +336,7 @@ class CiderD:
         if self._clip_and_penalise:
             delta = hypothesis.lengths[pair_hypothesis] - reference.lengths
             cosine *= np.exp(-(delta.astype(np.float64) ** 2) / (2.0 * self.sigma**2))[:, None]
-        per_hypothesis = np.bincount(pair_hypothesis, weights=cosine.mean(axis=1), minlength=len(hypotheses))
+        per_hypothesis = np.bincount(pair_hypothesis, weights=cosine.mean(axis=1), minlength=len(counts))
         return 10.0 * per_hypothesis / counts
 
 
