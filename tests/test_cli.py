@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import subprocess
@@ -11,7 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 from cli_helper import call
+from rich.console import Console
 
+from unforced.cli import _Bars, _PlainProgress, _table
 from unforced.run_config import DEFAULT_STRATEGIES
 
 TINY = {
@@ -169,7 +172,11 @@ def test_a_finished_run_is_not_overwritten_without_being_asked(tmp_path, tiny_co
     out = tmp_path / "run"
     args = ["run", "--task", "copy", "--strategies", "teacher_forcing", "--config", str(tiny_config), "--out",
             str(out)]
-    assert call(args, capsys)[0] == 0
+    code, _, err = call(args, capsys)  # stderr is no terminal here: progress comes as plain lines
+    assert code == 0
+    assert "[teacher_forcing] training: 60 steps" in err and "[teacher_forcing] training done: 60 steps" in err
+    assert re.search(r"\[teacher_forcing\] step 60/60  loss \d+\.\d{3}  \d+\.\d step/s  ETA 0s", err)
+    assert "[teacher_forcing] evaluating on the test split" in err
     results = (out / "results.json").read_bytes()
     code, _, err = call(args, capsys)
     assert code == 2 and "already holds a run" in err
@@ -191,3 +198,111 @@ def test_seeds_report_mean_and_spread(tmp_path, tiny_config, capsys):
     assert entry["fr_nll"] == pytest.approx((per_seed[0]["fr_nll"] + per_seed[1]["fr_nll"]) / 2)
     assert per_seed[0]["fr_nll"] != per_seed[1]["fr_nll"]  # the seeds really differ
     assert "Over 2 seeds" in (out / "report.html").read_text()
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def step_record(step: int, steps: int = 2000, speed: float = 2.1) -> dict:
+    return {"step": step, "steps": steps, "loss": 3.4123, "steps_per_second": speed,
+            "eta_seconds": (steps - step) / speed}
+
+
+def test_plain_progress_lines_are_spaced_and_say_phase_step_loss_speed_and_eta():
+    clock, stream = FakeClock(), io.StringIO()
+    progress = _PlainProgress(stream=stream, every=10.0, max_silence=30.0, clock=clock, heartbeat=False)
+    printed_at = []
+
+    def feed(tag: str, record: dict) -> None:
+        before = stream.getvalue().count("\n")
+        progress(tag, record)
+        printed_at.extend([clock.now] * (stream.getvalue().count("\n") - before))
+
+    feed("teacher_forcing", step_record(10))  # the phase starts: a start line and the first step line
+    for step in range(20, 130, 10):  # one record every 2 s
+        clock.now += 2.0
+        feed("teacher_forcing", step_record(step))
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "[teacher_forcing] training: 2000 steps"
+    assert lines[1] == "[teacher_forcing] step 10/2000  loss 3.412  2.1 step/s  ETA 15m48s"
+    # at most one step line every 10 s: at t = 0, 10 and 20 of the 22 s
+    assert lines[2:] == ["[teacher_forcing] step 60/2000  loss 3.412  2.1 step/s  ETA 15m24s",
+                         "[teacher_forcing] step 110/2000  loss 3.412  2.1 step/s  ETA 15m00s"]
+    assert [t - printed_at[0] for t in printed_at] == [0.0, 0.0, 10.0, 20.0]
+
+
+def test_plain_progress_never_goes_quiet_for_30_seconds():
+    clock, stream = FakeClock(), io.StringIO()
+    progress = _PlainProgress(stream=stream, every=10.0, max_silence=30.0, clock=clock, heartbeat=False)
+    progress("mixer", step_record(10, steps=100, speed=0.01))
+    for _ in range(95):  # no record for 95 s: the heartbeat repeats the state every 30 s
+        clock.now += 1.0
+        progress.tick()
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2 + 3
+    assert all(line.startswith("[mixer] step 10/100  loss 3.412  0.0 step/s  ETA 2h30m  (still running, 30s")
+               for line in lines[2:])
+
+
+def test_plain_progress_says_phase_ends_evaluations_and_reuse():
+    clock, stream = FakeClock(), io.StringIO()
+    progress = _PlainProgress(stream=stream, clock=clock, heartbeat=False)
+    progress("scheduled_sampling", {"phase": "reused", "from": "teacher_forcing", "step": 40})
+    progress("scheduled_sampling", step_record(50, steps=60))
+    clock.now += 65.0
+    progress("scheduled_sampling", step_record(60, steps=60))
+    progress("scheduled_sampling", {"phase": "evaluate"})
+    progress("scheduled_sampling", {"phase": "diagnostics"})
+    assert stream.getvalue().splitlines() == [
+        "[scheduled_sampling] reused steps 1-40 trained by teacher_forcing",
+        "[scheduled_sampling] training: 60 steps",
+        "[scheduled_sampling] step 50/60  loss 3.412  2.1 step/s  ETA 5s",
+        "[scheduled_sampling] step 60/60  loss 3.412  2.1 step/s  ETA 0s",
+        "[scheduled_sampling] training done: 60 steps, 1m05s",
+        "[scheduled_sampling] evaluating on the test split",
+        "[scheduled_sampling] measuring the diagnostics"]
+    clock.now += 100.0
+    progress.tick()  # the diagnostics still run: said again
+    assert stream.getvalue().splitlines()[-1].startswith("[scheduled_sampling] measuring the diagnostics  (still")
+
+
+def test_bars_print_plain_lines_without_a_terminal_and_a_bar_on_one(capsys):
+    with _Bars(interactive=False) as bars:
+        bars("teacher_forcing", step_record(10, steps=20))
+        bars("teacher_forcing", step_record(20, steps=20))
+    err = capsys.readouterr().err
+    assert "[teacher_forcing] step 20/20" in err and "training done" in err
+    with _Bars(interactive=True) as bars:
+        assert bars.plain is None
+    with _Bars(enabled=False, interactive=False) as bars:
+        assert bars.plain is None and bars.progress.disable
+
+
+def table_text(results: dict) -> str:
+    console = Console(record=True, width=200, file=io.StringIO())
+    console.print(_table(results))
+    return console.export_text()
+
+
+def entry(fr: float, fr_beam: float | None = None) -> dict:
+    metric = {"name": "bleu", "fr": fr}
+    if fr_beam is not None:
+        metric.update({"fr_beam": fr_beam, "beam_size": 4})
+    return {"tf_nll": 1.0, "fr_nll": 1.5, "gap_pct": 50.0, "metric": metric, "train_seconds": 3.0}
+
+
+def test_table_shows_free_running_greedy_and_beam_and_no_teacher_forced_metric():
+    text = table_text({"task": "t", "strategies": {"teacher_forcing": entry(12.345, 14.5), "mixer": entry(11.0)}})
+    header = next(line for line in text.splitlines() if "strategy" in line)
+    assert "FR bleu greedy" in header and "FR bleu beam 4" in header and "TF bleu" not in header
+    cells = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
+             for line in text.splitlines() if line.startswith("│")}
+    assert cells == {"teacher_forcing": ["1.000", "1.500", "50.0", "12.35", "14.50", "3.0"],
+                     "mixer": ["1.000", "1.500", "50.0", "11.00", "-", "3.0"]}
+    no_beam = table_text({"task": "t", "strategies": {"teacher_forcing": entry(12.345)}})
+    assert "beam" not in no_beam and "12.35" in no_beam
