@@ -112,8 +112,8 @@ class _PlainProgress:
             self.last_step_line = now
         elif step >= steps:
             self._print(line)
-            self._print(f"[{tag}] training done: {steps} steps, {_duration(now - self.started[tag])}")
-            self.current = None
+            self.current = f"[{tag}] training done: {steps} steps, {_duration(now - self.started[tag])}"
+            self._print(self.current)
         elif now - self.last_step_line >= self.every:
             self._print(line)
             self.last_step_line = now
