@@ -346,8 +346,17 @@ def load_hf_model(path_or_name: str | Path, local_files_only: bool | None = None
             tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_files_only)
         except (OSError, ValueError, TypeError):
             tokenizer = None
-    permutation = None
-    if tokenizer is not None:
+    return wrap_hf_model(model, tokenizer, max_source_len, max_target_len, name_or_path=source, add_specials=True)
+
+
+def wrap_hf_model(model, tokenizer=None, max_source_len: int | None = None, max_target_len: int | None = None,
+                  name_or_path: str | None = None, add_specials: bool = False) -> HuggingFaceModel:
+    """A `transformers` model already in memory behind the Model contract (sharing its parameters: nothing is
+    copied), with `tokenizer` adapted to library ids as `.tokenizer` (None without one). The model needs distinct
+    pad, start and end ids; with `add_specials` missing ones are added to the model and tokenizer (new embedding
+    rows), otherwise a model without them is refused with what to add (the user's model is never changed)."""
+    source = name_or_path or type(model).__name__
+    if tokenizer is not None and add_specials:
         _add_missing_specials(model, tokenizer)
     config = model.config
     bos = config.decoder_start_token_id if config.is_encoder_decoder else config.bos_token_id
@@ -356,12 +365,17 @@ def load_hf_model(path_or_name: str | Path, local_files_only: bool | None = None
         eos = eos[0]
     vocab = model.get_output_embeddings().weight.shape[0]
     unk = getattr(tokenizer, "unk_token_id", None) if tokenizer is not None else None
-    if None in (pad, bos, eos):
-        raise UnforcedError(f"{source}: the model names no pad, bos/decoder-start or eos id (pad={pad}, bos={bos}, "
-                            f"eos={eos}) and no tokenizer was saved to add them")
+    if None in (pad, bos, eos) or len({pad, bos, eos}) < 3:
+        start = "decoder_start_token_id" if config.is_encoder_decoder else "bos_token_id"
+        advice = ("no tokenizer was saved to add them" if add_specials else
+                  "give it distinct ones before measuring, e.g. tokenizer.add_special_tokens({'pad_token': "
+                  "'<pad>'}), model.resize_token_embeddings(len(tokenizer)) and set model.config.pad_token_id")
+        raise UnforcedError(f"{source}: the model needs distinct pad, {start} and eos ids (pad={pad}, start={bos}, "
+                            f"eos={eos}); {advice}")
+    permutation = None
     if (pad, bos, eos) != (PAD, BOS, EOS) or (unk is not None and unk != UNK):
         permutation = special_permutation(vocab, pad, bos, eos, unk if unk not in (pad, bos, eos) else None)
-    wrapper = HuggingFaceModel(model, max_source_len, max_target_len, permutation, name_or_path=source)
+    wrapper = HuggingFaceModel(model, max_source_len, max_target_len, permutation, name_or_path=name_or_path)
     if tokenizer is not None:
-        wrapper.tokenizer = HFTokenizerAdapter(tokenizer, permutation, vocab, source)
+        wrapper.tokenizer = HFTokenizerAdapter(tokenizer, permutation, vocab, name_or_path)
     return wrapper.eval()
