@@ -1,25 +1,30 @@
 """Milliseconds per scheduled-sampling training step (forward, backward, AdamW) at the reference size.
 
-Compares, in one run and on the same batch, for the GRU and LSTM encoder-decoders with attention (vocabulary 8000,
-embedding 256, hidden 512, batch 64, lengths 30) at teacher-forcing ratio 0.5:
+Compares, on the same batch and from the same weights, for the GRU and LSTM encoder-decoders with attention
+(vocabulary 8000, embedding 256, hidden 512, batch 64, lengths 30, dropout 0.1 in train mode) at teacher-forcing
+ratio 0.5:
 
     teacher_forcing   one forced pass (the floor)
     parallel          `parallel_scheduled_sampling` (Duckworth et al. 2019), 2 passes (one without gradient)
-    exact             `scheduled_sampling`: the sequential rollout chooses the feeds without gradient, one
-                      forced pass with gradient scores them (same loss and gradients)
-    exact_through_steps  the same rollout differentiated through every step (`rollout` with grad)
-    naive             scheduled sampling as often first written: a Python loop over steps (even at ratio 1.0),
-                      one coin per step for the whole batch, an `outputs` tensor filled step by step
+    exact             `scheduled_sampling`: a step loop without gradient chooses the inputs, one forced pass with
+                      gradient scores them (for a deterministic model the loss and gradients of `step_loop`)
+    step_loop         a competent step loop with gradient through every step: per-token coins drawn at once,
+                      `model.step` per position, the logits collected in a list and joined with `torch.stack`
+    naive             scheduled sampling as often first written: a Python loop over steps, one coin per step for
+                      the whole batch, an `outputs` tensor filled step by step
 
-Prints JSON with ratios parallel / teacher_forcing (goal <= 1.5) and exact / naive (goal <= 0.8).
-`--quick` shrinks everything so the tests can run it in seconds.
+All ten (kind, variant) training steps are timed interleaved (`common.interleaved`: each round calls every one
+once, in a rotating order), at least 5 rounds after a warm-up, so a noisy neighbour shows as spread in every
+variant rather than as one variant's result. Prints JSON with `provenance`, the median and min of each, the
+ratios of medians, and `goals`: exact / teacher_forcing <= 1.5 (the floor is ~1.3: a no-grad decode, about 0.3 of
+a step, plus one forced step), parallel / teacher_forcing <= 1.3, exact / naive <= 0.8.
+`--quick` shrinks everything so the tests can run it in seconds (its figures are noise, not speeds).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 
@@ -27,10 +32,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from train_step import QUICK, REFERENCE, model_config, random_batch, time_steps  # noqa: E402
+from common import goal, interleaved, provenance  # noqa: E402
+from train_step import QUICK, REFERENCE, model_config, random_batch, training_step  # noqa: E402
 
 from unforced.models import build_model  # noqa: E402
-from unforced.rollout import rollout  # noqa: E402
+from unforced.rollout import gold_coins  # noqa: E402
 from unforced.strategies.base import StepOutput, token_nll  # noqa: E402
 from unforced.strategies.parallel_scheduled_sampling import (  # noqa: E402
     ParallelScheduledSampling,
@@ -41,6 +47,36 @@ from unforced.strategies.teacher_forcing import TeacherForcing  # noqa: E402
 from unforced.vocab import BOS  # noqa: E402
 
 RATIO = 0.5
+KINDS = ("gru", "lstm")
+VARIANTS = ("teacher_forcing", "parallel", "exact", "step_loop", "naive")
+GOALS = {"exact/teacher_forcing": 1.5, "parallel/teacher_forcing": 1.3, "exact/naive": 0.8}
+RATIOS = ("exact/teacher_forcing", "parallel/teacher_forcing", "exact/step_loop", "exact/naive",
+          "step_loop/teacher_forcing", "naive/teacher_forcing")
+
+
+class StepLoopScheduledSampling:
+    """Scheduled sampling as a competent step loop with gradient through every step: the baseline `exact` is
+    held against. The same feeds as `scheduled_sampling` (per-token coins, greedy own tokens)."""
+
+    name = "step_loop"
+
+    def __init__(self, ratio: float, seed: int = 0):
+        self.feed = ScheduledSamplingConfig(schedule="constant", schedule_params={"ratio": ratio}).mix(ratio)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def loss(self, model, batch, step: int) -> StepOutput:
+        memory = model.encode(batch.source, batch.source_mask)
+        rows, width = batch.gold.shape
+        coins = gold_coins(self.feed, rows, width, self.generator)  # (batch, time) True where gold is fed
+        state = model.start(memory, rows)
+        fed, logits_all = batch.inputs[:, 0], []
+        for position in range(width):
+            logits, _, state = model.step(memory, state, fed)
+            logits_all.append(logits)
+            if position + 1 < width:
+                fed = torch.where(coins[:, position + 1], batch.gold[:, position], logits.detach().argmax(-1))
+        loss = token_nll(torch.stack(logits_all, 1), batch.gold, batch.gold_mask)
+        return StepOutput(loss=loss, logs={"nll": float(loss.detach())})
 
 
 class NaiveScheduledSampling:
@@ -69,51 +105,57 @@ class NaiveScheduledSampling:
         return StepOutput(loss=loss, logs={"nll": float(loss.detach())})
 
 
-class ThroughSteps(ScheduledSampling):
-    """Sequential scheduled sampling with the gradient taken through every step of the rollout."""
-
-    def mixed_logits(self, model, memory, batch, ratio):
-        result = rollout(model, memory, self.config.mix(ratio), gold=batch.gold,
-                         generator=self.ratio.generator_on(batch.gold.device), stop_at_eos=False, keep_hidden=False)
-        return result.logits, result.gold_fed
-
-
 def strategies(ratio: float) -> dict:
     schedule = {"schedule": "constant", "schedule_params": {"ratio": ratio}}
     return {"teacher_forcing": TeacherForcing(),
             "parallel": ParallelScheduledSampling(ParallelScheduledSamplingConfig(**schedule, passes=2), seed=0),
             "exact": ScheduledSampling(ScheduledSamplingConfig(**schedule), seed=0),
-            "exact_through_steps": ThroughSteps(ScheduledSamplingConfig(**schedule), seed=0),
-            "naive": NaiveScheduledSampling(ratio)}
+            "step_loop": StepLoopScheduledSampling(ratio, seed=0),
+            "naive": NaiveScheduledSampling(ratio, seed=0)}
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, a few steps (a smoke test)")
     parser.add_argument("--json", action="store_true", help="print JSON only")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds (at least 5)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
     args = parser.parse_args(argv)
+    if args.repeats < 5:
+        parser.error("--repeats must be at least 5: a median of fewer says little on a shared machine")
     size = QUICK if args.quick else REFERENCE
     batch = random_batch(size, torch.Generator().manual_seed(0))
-    results = {"benchmark": "scheduled_sampling", "quick": args.quick, "size": size, "ratio": RATIO,
-               "passes": 2, "threads": torch.get_num_threads(), "torch": str(torch.__version__),
-               "repeats": args.repeats, "warmup": 1, "ms_per_step": {}, "ratios": {}}
-    for kind in ("gru", "lstm"):
-        entry = {}
+    steps = {}
+    for kind in KINDS:
         for name, strategy in strategies(RATIO).items():
-            torch.manual_seed(0)  # every method starts from the same weights
-            model = build_model(model_config(kind, size))
-            times = time_steps(model, strategy, batch, args.repeats, warmup=1)
-            entry[name] = {"median": statistics.median(times), "min": min(times), "max": max(times)}
-            if not args.json:
-                print(f"{kind} {name}: {statistics.median(times):.1f} ms/step", file=sys.stderr)
-        results["ms_per_step"][kind] = entry
-        results["ratios"][kind] = {
-            "parallel/teacher_forcing": entry["parallel"]["median"] / entry["teacher_forcing"]["median"],
-            "exact/naive": entry["exact"]["median"] / entry["naive"]["median"],
-            "exact_through_steps/naive": entry["exact_through_steps"]["median"] / entry["naive"]["median"],
-        }
-    results["goals"] = {"parallel/teacher_forcing": 1.5, "exact/naive": 0.8}
+            torch.manual_seed(0)  # every variant starts from the same weights
+            steps[f"{kind}/{name}"] = training_step(build_model(model_config(kind, size)), strategy, batch)
+    timing = interleaved(steps, repeats=args.repeats, warmup=args.warmup)
+    ms_per_step = {kind: {name: timing[f"{kind}/{name}"] for name in VARIANTS} for kind in KINDS}
+    ratios = {kind: {ratio: ms_per_step[kind][ratio.split("/")[0]]["median"]
+                     / ms_per_step[kind][ratio.split("/")[1]]["median"] for ratio in RATIOS} for kind in KINDS}
+    ratios_of_min = {kind: {ratio: ms_per_step[kind][ratio.split("/")[0]]["min"]
+                            / ms_per_step[kind][ratio.split("/")[1]]["min"] for ratio in RATIOS} for kind in KINDS}
+    results = {
+        "benchmark": "scheduled_sampling", "quick": args.quick, "size": size, "ratio": RATIO, "passes": 2,
+        "provenance": provenance(), "repeats": args.repeats, "warmup": args.warmup,
+        "method": "each call is one full training step (loss, backward, clipping at 1.0, AdamW) of one variant on "
+                  "its own copy of the seed-0 weights (dropout 0.1, train mode), on one fixed random batch with no "
+                  "padding; every variant feeds gold with probability 0.5 and greedy own tokens otherwise, with "
+                  "per-token coins except naive (one coin per step for the whole batch); exact and step_loop "
+                  "make the same choices for a deterministic model (tests/test_scheduled_sampling.py holds "
+                  "their losses and gradients equal with dropout off); all ten steps interleaved, the order "
+                  "rotated each round; ratios are of medians (ratios_of_min: of minima)",
+        "ms_per_step": ms_per_step, "ratios": ratios, "ratios_of_min": ratios_of_min,
+        "goals": {f"{kind} {ratio}": goal(ratios[kind][ratio], target)
+                  for kind in KINDS for ratio, target in GOALS.items()},
+    }
+    if not args.json:
+        for kind in KINDS:
+            for name in VARIANTS:
+                entry = ms_per_step[kind][name]
+                print(f"{kind} {name}: median {entry['median']:.1f} ms/step, min {entry['min']:.1f}",
+                      file=sys.stderr)
     print(json.dumps(results, indent=None if args.json else 1))
     return results
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from unforced.errors import UnforcedError
-from unforced.rollout import Greedy, Mix, rollout
+from unforced.rollout import Greedy, Mix, Sample, rollout, sample_tokens
 from unforced.strategies import make_strategy
 from unforced.strategies.base import BatchFilter, Observer, Stateful, token_nll
 from unforced.strategies.parallel_scheduled_sampling import (
@@ -260,6 +260,76 @@ def test_sequential_replay_has_the_gradient_of_the_rollout_through_every_step(ti
     model.zero_grad(set_to_none=True)
     assert abs(losses[0] - losses[1]) < 1e-6
     assert torch.allclose(grads[0], grads[1], atol=1e-5)
+
+
+def plain_step_loop(model, batch, ratio: float, own: str, generator: torch.Generator):
+    """Scheduled sampling written as the paper says it, with gradient through every step: at step t the model
+    reads the input chosen at t - 1 (gold where its coin says so, else its own token), logits stacked with
+    `torch.stack`. Coins are drawn first, then one own token per step, as `rollout` draws them."""
+    memory = model.encode(batch.source, batch.source_mask)
+    rows, width = batch.gold.shape
+    coins = torch.rand(rows, width, generator=generator) < ratio  # (batch, time) True where gold is fed
+    state = model.start(memory, rows)
+    fed, logits_all, inputs = batch.inputs[:, 0], [], []
+    for t in range(width):
+        inputs.append(fed)
+        logits, _, state = model.step(memory, state, fed)
+        logits_all.append(logits)
+        chosen = logits.detach().argmax(-1) if own == "greedy" else sample_tokens(logits, 1.0, generator=generator)
+        if t + 1 < width:
+            fed = torch.where(coins[:, t + 1], batch.gold[:, t], chosen)
+    logits = torch.stack(logits_all, 1)  # (batch, time, vocab)
+    return token_nll(logits, batch.gold, batch.gold_mask), torch.stack(inputs, 1)
+
+
+@pytest.mark.parametrize("kind", MODEL_KINDS)
+@pytest.mark.parametrize("own", ["greedy", "sample"])
+def test_exact_path_has_the_loss_and_gradients_of_a_plain_step_loop(tiny_model, padded_batch, kind, own):
+    # The fast path chooses the inputs in a no-grad step loop and scores them with one forced pass: with dropout
+    # off, its loss and every gradient equal those of the plain loop differentiated through every step, with
+    # the same coins and the same sampled tokens (one generator, drawn in the same order).
+    model = tiny_model(kind, init_std=0.5).train()  # train mode with dropout 0: deterministic all the same
+    fed = {}
+    original = model.forced
+
+    def spy(memory, inputs, embeddings=None):
+        fed["inputs"] = inputs
+        return original(memory, inputs, embeddings=embeddings)
+
+    results = []
+    for fast in (True, False):
+        model.zero_grad(set_to_none=True)
+        if fast:
+            model.forced = spy
+            try:
+                loss = constant(0.5, own=own).loss(model, padded_batch, 0).loss
+            finally:
+                del model.forced
+            inputs = fed["inputs"]
+        else:
+            loss, inputs = plain_step_loop(model, padded_batch, 0.5, own, torch.Generator().manual_seed(0))
+        loss.backward()
+        results.append((loss.detach(), inputs, [p.grad.clone() for p in model.parameters() if p.grad is not None]))
+    (fast_loss, fast_inputs, fast_grads), (loop_loss, loop_inputs, loop_grads) = results
+    assert torch.equal(fast_inputs, loop_inputs)
+    assert (fast_inputs[:, 1:] != padded_batch.inputs[:, 1:]).any()  # some own tokens were fed
+    torch.testing.assert_close(fast_loss, loop_loss, rtol=0.0, atol=1e-6)
+    assert len(fast_grads) == len(loop_grads)
+    for fast_grad, loop_grad in zip(fast_grads, loop_grads, strict=True):
+        torch.testing.assert_close(fast_grad, loop_grad, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("own", [Greedy(), Sample(1.3)])
+def test_a_rollout_that_keeps_only_its_choices_chooses_as_the_full_one(tiny_model, padded_batch, own):
+    model = tiny_model("gru", init_std=0.5)
+    memory = model.encode(padded_batch.source, padded_batch.source_mask)
+    with torch.no_grad():
+        full, choices = (rollout(model, memory, Mix(0.4, own), gold=padded_batch.gold, stop_at_eos=False,
+                                 generator=torch.Generator().manual_seed(1), keep_logits=keep)
+                         for keep in (True, False))
+    assert choices.logits is None and choices.log_probs is None
+    assert torch.equal(choices.tokens, full.tokens) and torch.equal(choices.inputs, full.inputs)
+    assert torch.equal(choices.gold_fed, full.gold_fed) and torch.equal(choices.lengths, full.lengths)
 
 
 def curriculum_task_and_strategy(name: str):

@@ -108,8 +108,8 @@ Feed = Gold | Greedy | Sample | Mix | Prefix
 class Rollout:
     tokens: Tensor  # (batch, time) the model's own choice at each step (Prefix: the gold prefix, then own)
     inputs: Tensor  # (batch, time) what was fed at each step (<bos> first; soft feeds: the own token chosen)
-    logits: Tensor  # (batch, time, vocab)
-    log_probs: Tensor  # (batch, time) log-prob of the gold token if gold was given, else of `tokens`
+    logits: Tensor | None  # (batch, time, vocab); None with keep_logits=False
+    log_probs: Tensor | None  # (batch, time) log-prob of gold if gold was given, else of `tokens`; None as logits
     hidden: Tensor | None  # (batch, time, hidden)
     lengths: Tensor  # (batch,) steps up to and including the first <eos>: of gold when given, else of `tokens`
     mask: Tensor  # (batch, time) True on steps inside `lengths`
@@ -170,7 +170,7 @@ def _stop_lengths(tokens: Tensor) -> Tensor:
 def rollout(model, memory, feed: Feed, gold: Tensor | None = None, max_len: int | None = None,
             soft: bool = False, detach_every: int | None = None, *, soft_temperature: float = 1.0,
             generator: torch.Generator | None = None, stop_at_eos: bool = True, keep_hidden: bool = True,
-            batch_size: int | None = None) -> Rollout:
+            keep_logits: bool = True, batch_size: int | None = None) -> Rollout:
     """Run the decoder for `max_len` steps (default: gold's width), feeding what `feed` chooses.
 
     gold: (batch, time) reference outputs y_1..y_T, <eos>, padded; the input at step t is <bos> for t = 0, then
@@ -184,6 +184,9 @@ def rollout(model, memory, feed: Feed, gold: Tensor | None = None, max_len: int 
     detach_every: detach the recurrent state every k steps (truncated BPTT); recurrent (tensor) states only. With
     soft feeds the softmax weights of an input across a cut are detached too, so no gradient crosses it.
     Gradients flow through the logits when called with grad enabled; hard token choices are never differentiated.
+    keep_logits=False (and keep_hidden=False) keeps only the choices (`tokens`, `inputs`, `gold_fed`): `logits`
+    and `log_probs` are None, and nothing of size (batch, time, vocab) is stacked or normalised. Scheduled
+    sampling chooses its inputs so, without gradient, and scores them with one forced pass.
     """
     if gold is None and isinstance(feed, Gold | Mix | Prefix):
         raise UnforcedError(f"feed {type(feed).__name__} needs gold tokens")
@@ -234,7 +237,8 @@ def rollout(model, memory, feed: Feed, gold: Tensor | None = None, max_len: int 
             logits, hidden, state = model.step(memory, state, fed)
         else:
             logits, hidden, state = model.step(memory, state, fed, embeddings=embedded)
-        logits_all.append(logits)
+        if keep_logits:
+            logits_all.append(logits)
         if keep_hidden:
             hiddens.append(hidden)
         own = own_tokens(own_feed, logits, generator)
@@ -260,12 +264,13 @@ def rollout(model, memory, feed: Feed, gold: Tensor | None = None, max_len: int 
         if stops_early and bool(done.all()):
             break
     tokens_t = torch.stack(tokens, 1)
-    logits_t = torch.stack(logits_all, 1)  # (batch, time, vocab)
     time = tokens_t.shape[1]
-    log_softmax = logits_t.log_softmax(-1)
     scores_gold = gold is not None and not is_prefix
-    target = gold[:, :time] if scores_gold else tokens_t
-    log_probs = log_softmax.gather(2, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    logits_t = log_probs = None
+    if keep_logits:
+        logits_t = torch.stack(logits_all, 1)  # (batch, time, vocab)
+        target = gold[:, :time] if scores_gold else tokens_t
+        log_probs = logits_t.log_softmax(-1).gather(2, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
     if not stop_at_eos:
         lengths = torch.full((batch,), time, dtype=torch.long, device=device)
     elif scores_gold:  # log_probs score the gold tokens, so gold decides where each row ends

@@ -17,7 +17,7 @@ from torch import Tensor
 from unforced.errors import UnforcedError
 from unforced.rollout import embedding_table, gold_coins, sample_tokens, soft_embedding
 from unforced.strategies.base import StepOutput
-from unforced.strategies.ratio_schedule import RatioState, ScheduledFeedConfig, scheduled_step_output
+from unforced.strategies.ratio_schedule import RatioState, ScheduledFeedConfig, scheduled_loss
 
 PREFIX = "parallel_scheduled_sampling"
 
@@ -59,7 +59,7 @@ class ParallelScheduledSampling:
         self.ratio = RatioState(self.config, seed)
         self.schedule, self.curriculum = self.ratio.schedule, self.ratio.curriculum
 
-    # ---- capabilities (strategies/base.py) ---------------------------------------------------------------------
+    # ---- capabilities (strategies/base.py): Stateful, Observer, BatchFilter, each RatioState's ----------------
     def state_dict(self) -> dict:
         return self.ratio.state_dict()
 
@@ -67,26 +67,17 @@ class ParallelScheduledSampling:
         self.ratio.load_state_dict(state)
 
     def observe(self, figures: dict) -> None:
-        """Forward the validation NLL (`figures["tf_nll"]`) to an Adaptive schedule; other schedules ignore it."""
         self.ratio.observe(figures)
 
     def select(self, batch, step: int):
-        """The rows within the curriculum at `step` (all of them without one)."""
         return self.ratio.select(batch, step)
 
     def max_target_length(self, step: int) -> int | None:
-        """The curriculum's longest target at `step`, or None."""
         return self.ratio.max_target_length(step)
 
     # ---- loss --------------------------------------------------------------------------------------------------
     def loss(self, model, batch, step: int) -> StepOutput:
-        ratio = self.ratio(step)
-        memory = model.encode(batch.source, batch.source_mask)
-        if ratio >= 1.0:  # every feed is gold: teacher forcing exactly, one forced pass
-            logits, coins = model.forced(memory, batch.inputs).logits, torch.ones_like(batch.gold_mask)
-        else:
-            logits, coins = self.mixed_logits(model, memory, batch, ratio)
-        return scheduled_step_output(logits, batch, coins, ratio)
+        return scheduled_loss(model, batch, self.ratio(step), self.mixed_logits)
 
     def _own_tokens(self, logits: Tensor) -> Tensor:
         """logits (..., vocab) -> own tokens (...), greedy or sampled, never differentiated."""

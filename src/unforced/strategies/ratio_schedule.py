@@ -4,12 +4,14 @@
 feed, the length curriculum); `scheduled_sampling` (Bengio et al. 2015, sequential) and
 `parallel_scheduled_sampling` (Duckworth et al. 2019) extend it with what differs. `RatioState` is the state
 behind it during training: the schedule (an Adaptive one learns from validation), the curriculum, and the one
-`torch.Generator` every coin and sample draws from.
+`torch.Generator` every coin and sample draws from; the strategies forward their capabilities to it.
+`scheduled_loss` is the loss both share, given how each mixes its inputs.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +22,9 @@ from unforced.errors import UnforcedError
 from unforced.rollout import Greedy, Mix, Sample
 from unforced.schedules import SCHEDULES, Adaptive, Curriculum, make_schedule
 from unforced.strategies.base import StepOutput, token_nll
+
+# (model, memory, batch, ratio) -> (logits (batch, time, vocab), coins (batch, time)): what a strategy feeds.
+MixedLogits = Callable[[Any, Any, Any, float], tuple[Tensor, Tensor]]
 
 
 def _default_schedule_params() -> dict[str, Any]:
@@ -180,11 +185,19 @@ class RatioState:
         return batch.select(keep)
 
 
-def scheduled_step_output(logits: Tensor, batch, coins: Tensor, ratio: float) -> StepOutput:
-    """Token NLL of gold under `logits`, with the ratio asked and the share of scored inputs that were gold.
+def scheduled_loss(model, batch, ratio: float, mixed_logits: MixedLogits) -> StepOutput:
+    """The loss of both scheduled-sampling strategies: token NLL of gold along the inputs fed at `ratio`.
 
-    coins: (batch, time) True where the input at that step was gold (<bos> first, not counted).
+    At ratio 1 every feed is gold, so one forced pass on gold is teacher forcing exactly; below it
+    `mixed_logits(model, memory, batch, ratio)` -> (logits (batch, time, vocab), coins (batch, time), True where
+    the input at that step was gold, <bos> first) is what the strategy does. Logs the ratio asked and the share of
+    scored inputs after <bos> that were gold.
     """
+    memory = model.encode(batch.source, batch.source_mask)
+    if ratio >= 1.0:
+        logits, coins = model.forced(memory, batch.inputs).logits, torch.ones_like(batch.gold_mask)
+    else:
+        logits, coins = mixed_logits(model, memory, batch, ratio)
     loss = token_nll(logits, batch.gold, batch.gold_mask)
     fed = batch.gold_mask[:, 1:]  # inputs after <bos> that feed a scored position
     share = float((coins[:, 1:] & fed).sum() / fed.sum().clamp(min=1))
@@ -192,4 +205,4 @@ def scheduled_step_output(logits: Tensor, batch, coins: Tensor, ratio: float) ->
                                        "gold_fed_share": share})
 
 
-__all__ = ["RatioState", "ScheduledFeedConfig", "scheduled_step_output"]
+__all__ = ["MixedLogits", "RatioState", "ScheduledFeedConfig", "scheduled_loss"]

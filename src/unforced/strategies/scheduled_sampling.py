@@ -2,10 +2,11 @@
 
 The teacher-forcing ratio is P(feed gold) and decays over training as `schedule` says. The rollout is sequential:
 each own token is chosen from the logits of the step before (`rollout` with a `Mix` feed), and the loss is the
-token NLL of gold along that mixed path. Hard feeds are never differentiated, so the rollout runs without
-gradient to choose them and one forced pass with gradient scores the inputs it chose (same loss and gradient,
-at the cost of a teacher-forced step); soft feeds differentiate through every step. The parallel approximation
-(Duckworth et al. 2019) is its own strategy, `parallel_scheduled_sampling`.
+token NLL of gold along that mixed path. Hard feeds are never differentiated, so a step loop without gradient
+chooses them and one forced pass with gradient scores the inputs it chose (the same loss and gradient for a
+deterministic model, at the cost of a no-grad decode plus a teacher-forced step); soft feeds differentiate
+through every step. The parallel approximation (Duckworth et al. 2019) is its own strategy,
+`parallel_scheduled_sampling`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from torch import Tensor
 from unforced.errors import UnforcedError
 from unforced.rollout import rollout
 from unforced.strategies.base import StepOutput
-from unforced.strategies.ratio_schedule import RatioState, ScheduledFeedConfig, scheduled_step_output
+from unforced.strategies.ratio_schedule import RatioState, ScheduledFeedConfig, scheduled_loss
 
 PREFIX = "scheduled_sampling"
 
@@ -67,7 +68,7 @@ class ScheduledSampling:
         self.ratio = RatioState(self.config, seed)
         self.schedule, self.curriculum = self.ratio.schedule, self.ratio.curriculum
 
-    # ---- capabilities (strategies/base.py) ---------------------------------------------------------------------
+    # ---- capabilities (strategies/base.py): Stateful, Observer, BatchFilter, each RatioState's ----------------
     def state_dict(self) -> dict:
         return self.ratio.state_dict()
 
@@ -75,34 +76,29 @@ class ScheduledSampling:
         self.ratio.load_state_dict(state)
 
     def observe(self, figures: dict) -> None:
-        """Forward the validation NLL (`figures["tf_nll"]`) to an Adaptive schedule; other schedules ignore it."""
         self.ratio.observe(figures)
 
     def select(self, batch, step: int):
-        """The rows within the curriculum at `step` (all of them without one)."""
         return self.ratio.select(batch, step)
 
     def max_target_length(self, step: int) -> int | None:
-        """The curriculum's longest target at `step`, or None."""
         return self.ratio.max_target_length(step)
 
     # ---- loss --------------------------------------------------------------------------------------------------
     def loss(self, model, batch, step: int) -> StepOutput:
-        ratio = self.ratio(step)
-        memory = model.encode(batch.source, batch.source_mask)
-        if ratio >= 1.0:  # every feed is gold: teacher forcing exactly, one forced pass
-            logits, coins = model.forced(memory, batch.inputs).logits, torch.ones_like(batch.gold_mask)
-        else:
-            logits, coins = self.mixed_logits(model, memory, batch, ratio)
-        return scheduled_step_output(logits, batch, coins, ratio)
+        return scheduled_loss(model, batch, self.ratio(step), self.mixed_logits)
 
     def mixed_logits(self, model, memory, batch, ratio: float) -> tuple[Tensor, Tensor]:
         """(logits (batch, time, vocab), gold_fed (batch, time)) along a rollout fed `Mix(ratio)`.
 
-        Hard feeds: the rollout runs without gradient to choose the inputs, and one forced pass with gradient on
-        them gives the same logits and gradients (`forced` equals stepping, the model contract) with the fused RNN
-        backward instead of a per-step one. With dropout on, the choosing pass and the scored pass draw different
-        dropout masks. Soft feeds carry gradient through the steps, so their rollout keeps the graph.
+        Hard feeds: a step loop without gradient chooses the inputs (`rollout` keeping only its choices: each own
+        token is the model's prediction given the mixed prefix before it), then one forced pass with gradient
+        scores gold on them. For a deterministic model (eval mode, or dropout 0) the forced pass's logits are the
+        step loop's (`forced` equals stepping, the model contract), so loss and gradients are those of
+        differentiating through every step, at the cost of a no-grad decode plus one teacher-forced step with the
+        fused RNN backward. With dropout on, the step loop and the forced pass draw independent dropout masks: the
+        inputs are distributed as the step loop's, but the logits scored are not the ones that chose them.
+        Soft feeds carry gradient through the steps, so their rollout keeps the graph.
         """
         config = self.config
         generator = self.ratio.generator_on(batch.gold.device)
@@ -112,9 +108,8 @@ class ScheduledSampling:
                              keep_hidden=False)
             return result.logits, result.gold_fed
         with torch.no_grad():
-            result = rollout(model, memory, config.mix(ratio), gold=batch.gold, generator=generator,
-                             stop_at_eos=False, keep_hidden=False)
-        return model.forced(memory, result.inputs).logits, result.gold_fed
-
+            chosen = rollout(model, memory, config.mix(ratio), gold=batch.gold, generator=generator,
+                             stop_at_eos=False, keep_hidden=False, keep_logits=False)
+        return model.forced(memory, chosen.inputs).logits, chosen.gold_fed
 
 __all__ = ["ScheduledSampling", "ScheduledSamplingConfig"]
