@@ -240,11 +240,14 @@ def test_plain_progress_never_goes_quiet_for_30_seconds():
     clock, stream = FakeClock(), io.StringIO()
     progress = _PlainProgress(stream=stream, every=10.0, max_silence=30.0, clock=clock, heartbeat=False)
     progress("mixer", step_record(10, steps=100, speed=0.01))
-    for _ in range(95):  # no record for 95 s: the heartbeat repeats the state every 30 s
+    printed_at = []
+    for _ in range(95):  # no record for 95 s: the heartbeat (ticks every second) repeats the state
         clock.now += 1.0
+        before = stream.getvalue().count("\n")
         progress.tick()
+        printed_at += [clock.now - 1000.0] * (stream.getvalue().count("\n") - before)
     lines = stream.getvalue().splitlines()
-    assert len(lines) == 2 + 3
+    assert printed_at == [30.0, 60.0, 90.0]  # with ticks out of step with the lines, still none past 30 s
     assert all(line.startswith("[mixer] step 10/100  loss 3.412  0.0 step/s  ETA 2h30m  (still running, 30s")
                for line in lines[2:])
 

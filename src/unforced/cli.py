@@ -40,13 +40,15 @@ class _PlainProgress:
 
     A step line (`[tag] step 120/2000  loss 3.412  2.1 step/s  ETA 15m02s`) when steps arrive, at most every
     `every` seconds; a line when a phase starts and ends, and at each evaluation, diagnostics or reuse record; and,
-    while nothing else is printed, the last state again every `max_silence` seconds (`tick`, called once a second
-    by a background thread between `__enter__` and `__exit__`), so a log never goes quiet for longer than that.
+    while nothing else is printed, the last state again (`tick`, called every `tick_seconds` by a background
+    thread between `__enter__` and `__exit__`, prints it when the next tick would come after `max_silence`
+    seconds of silence), so a log never goes quiet for longer than `max_silence`.
     """
 
     def __init__(self, stream=None, every: float = 10.0, max_silence: float = 30.0,
-                 clock: Callable[[], float] = time.monotonic, heartbeat: bool = True):
+                 clock: Callable[[], float] = time.monotonic, heartbeat: bool = True, tick_seconds: float = 1.0):
         self.stream, self.every, self.max_silence, self.clock = stream, every, max_silence, clock
+        self.tick_seconds = tick_seconds
         self.heartbeat = heartbeat
         self.started: dict[str, float] = {}  # tag -> when its first step record arrived
         self.last_line = -math.inf  # when any line was printed
@@ -68,7 +70,7 @@ class _PlainProgress:
             self.thread.join(timeout=2.0)
 
     def _beat(self) -> None:
-        while not self.stop.wait(1.0):
+        while not self.stop.wait(self.tick_seconds):
             self.tick()
 
     def _print(self, line: str) -> None:
@@ -78,10 +80,11 @@ class _PlainProgress:
         self.last_line = self.clock()
 
     def tick(self) -> None:
-        """Print the current state again when nothing was printed for `max_silence` seconds."""
+        """Print the current state again when waiting for the next tick would leave `max_silence` seconds
+        without a line."""
         with self.lock:
             now = self.clock()
-            if self.current is not None and now - self.last_line >= self.max_silence:
+            if self.current is not None and now - self.last_line + self.tick_seconds > self.max_silence:
                 self._print(f"{self.current}  (still running, {_duration(now - self.last_line)} since the last "
                             f"line)")
 
