@@ -9,6 +9,7 @@ import pytest
 import torch
 from conftest import TEST_THREADS
 
+import unforced.strategies.reinforce as reinforce_module
 from unforced.errors import UnforcedError
 from unforced.models import ModelConfig, build_model
 from unforced.rewards import get_reward
@@ -261,3 +262,79 @@ def test_scst_raises_held_out_free_running_chrf_over_seeds():
     assert len(task.test) >= 30 and not set(task.test) & set(task.train)
     assert np.mean(gains) > 1.0, gains
     assert sum(gain > 0 for gain in gains) >= 3, gains
+
+
+def only_eos_model(task: Task):
+    """The toy model made to emit <eos> first whatever it reads: the collapse SCST's users report."""
+    model = toy_model(task)
+    with torch.no_grad():
+        model.output.bias.zero_()
+        model.output.bias[EOS] = 8.0
+    return model
+
+
+def test_collapse_to_empty_outputs_is_logged_once_and_guarded(caplog):
+    task = toy_task()
+    model, batch = only_eos_model(task), task.collate(task.train)
+    guarded = strategy(task, samples=4)
+    with caplog.at_level("WARNING", logger="unforced.strategies.reinforce"):
+        first = guarded.loss(model, batch, 0)
+        second = guarded.loss(model, batch, 1)
+    assert first.logs["short_share"] > 0.9 and first.logs["collapse"] == 1.0 and second.logs["collapse"] == 1.0
+    warnings = [record for record in caplog.records if "collapse" in record.getMessage()]
+    assert len(warnings) == 1 and "step 0" in warnings[0].getMessage()
+    assert guarded.collapsed_steps == 2 and guarded.state_dict()["collapsed_steps"] == 2
+    # Every output is empty and scores 0, like the greedy baseline: the reward term alone has no gradient, so the
+    # guard's gold cross-entropy is what moves the model away from <eos>.
+    assert first.logs["rl_weight"] == 0.5 and "nll" in first.logs
+    first.loss.backward()
+    assert float(model.output.bias.grad[EOS]) > 0  # descent lowers the <eos> logit
+
+    model.zero_grad()
+    unguarded = strategy(task, samples=4, collapse_threshold=None)
+    output = unguarded.loss(model, batch, 0)
+    assert "collapse" not in output.logs and output.logs["rl_weight"] == 1.0
+    output.loss.backward()
+    assert float(model.output.bias.grad[EOS].abs()) < 1e-6
+
+
+def test_guard_gives_short_outputs_no_positive_advantage():
+    # A reward that prefers the empty output: without the guard the empty samples would be reinforced.
+    task = toy_task()
+    model, batch = only_eos_model(task), task.collate(task.train)
+    guarded = strategy(task, samples=4, baseline="mean", collapse_cross_entropy=0.0)
+    guarded.reward = lambda hypotheses, references: np.asarray([1.0 if not h else 0.0 for h in hypotheses])
+    seen = []
+    original = reinforce_module.policy_gradient
+
+    def spy(logits, tokens, mask, advantage, *args):
+        seen.append(advantage)
+        return original(logits, tokens, mask, advantage, *args)
+
+    reinforce_module.policy_gradient = spy
+    try:
+        output = guarded.loss(model, batch, 0)
+    finally:
+        reinforce_module.policy_gradient = original
+    assert output.logs["collapse"] == 1.0 and output.logs["rl_weight"] == 1.0 and "nll" not in output.logs
+    assert float(seen[0].max()) <= 0.0
+
+
+def test_no_collapse_on_a_healthy_model_or_one_word_golds():
+    task = toy_task()
+    model, batch = toy_model(task), task.collate(task.train)
+    output = strategy(task, samples=4, max_len=8).loss(model, batch, 0)
+    assert output.logs["collapse"] == 0.0 and output.logs["short_share"] < 0.5
+    one_word = Task("one", [("one", "uno"), ("two", "dos")], [], [], task.source_tokenizer, task.target_tokenizer,
+                    metric="bleu")
+    short_batch = one_word.collate(one_word.train)
+    output = strategy(one_word, samples=2).loss(only_eos_model(one_word), short_batch, 0)
+    assert output.logs["collapse"] == 0.0  # golds of one word: a one-word output is no collapse
+
+
+def test_collapse_options_name_the_field():
+    for options, field in [({"collapse_threshold": 0.0}, "collapse_threshold"),
+                           ({"collapse_threshold": 1.5}, "collapse_threshold"),
+                           ({"collapse_cross_entropy": -0.1}, "collapse_cross_entropy")]:
+        with pytest.raises(UnforcedError, match=f"reinforce.{field}"):
+            make_strategy("reinforce", options)

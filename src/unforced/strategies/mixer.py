@@ -26,7 +26,6 @@ from unforced.rewards import Reward, get_reward
 from unforced.rollout import Greedy, Prefix, Sample, rollout
 from unforced.strategies.base import StepOutput, generator_for, token_nll
 from unforced.strategies.reinforce import (
-    advantages,
     check_policy_gradient_options,
     decode_budget,
     decoder_and_reward,
@@ -151,28 +150,23 @@ class Mixer:
             if config.baseline == "greedy":
                 greedy_tokens = rollout(model, memory, Prefix(prefix, Greedy()), gold=batch.gold, max_len=max_len,
                                         keep_hidden=False).tokens
-        rewards, greedy_rewards, message = score_samples(self, tokens, greedy_tokens, batch.references, samples)
-        if rewards is None:
+        scores, message = score_samples(self, tokens, greedy_tokens, batch.references)
+        if scores is None:
             return skipped_batch(self, logs, message)
-        advantage, base = advantages(rewards, config.baseline, greedy_rewards, config.normalize_advantage)
 
         forced_logits = model.forced(memory_k, shifted(tokens)).logits  # (batch * K, time, vocab)
         positions = torch.arange(tokens.shape[1], device=tokens.device)[None, :]
         gold_part = mask & (positions < prefix_k[:, None].to(tokens.device))
         sampled_part = mask & ~gold_part
-        loss, extra = policy_gradient(forced_logits, tokens, sampled_part, advantage, config.temperature,
+        loss, extra = policy_gradient(forced_logits, tokens, sampled_part, scores.advantage, config.temperature,
                                       config.entropy_bonus)
         logs.update(extra)
         if bool(gold_part.any()):
             prefix_nll = token_nll(forced_logits, tokens, gold_part)
             loss = loss + prefix_nll
             logs["prefix_nll"] = float(prefix_nll.detach())
-        logs.update(reward_mean=float(rewards.mean()), baseline_mean=float(base.mean()),
-                    beat_baseline=float((rewards > base).float().mean()),
-                    sample_length=float(mask.sum(1).float().mean()),
+        logs.update(scores.logs(), sample_length=float(mask.sum(1).float().mean()),
                     sampled_share=float(sampled_part.sum() / mask.sum().clamp(min=1)))
-        if greedy_rewards is not None:
-            logs["greedy_reward_mean"] = float(greedy_rewards.mean())
         return StepOutput(loss=loss, logs=logs)
 
 

@@ -10,10 +10,17 @@ mean of the K samples' rewards ("mean"), the mean of the other K - 1 ("leave_one
 or 0 ("none"). Sampling and the greedy decode run without gradient; one `forced` pass over the samples carries
 it. MIXER (Ranzato et al. 2016), which feeds a gold prefix first, is its own strategy (`mixer`) built on the
 pieces here: `score_samples` and `policy_gradient`.
+
+Collapse guard. SCST's users report training that collapses to empty or one-word outputs (an early <eos> that the
+baseline stops penalising once greedy is empty too). Each step measures the share of outputs (samples and the
+greedy decode) with at most one word, over the sources whose gold has at least two; past `collapse_threshold` the
+step is marked (`collapse` in its logs, a warning logged once) and guarded: short outputs get no positive advantage,
+and gold cross-entropy is mixed in with weight `collapse_cross_entropy`.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,9 +36,10 @@ from unforced.rewards import REWARDS, Reward, get_reward, safe_reward
 from unforced.rollout import Greedy, Sample, rollout
 from unforced.schedules import make_schedule
 from unforced.strategies.base import StepOutput, generator_for, token_nll
-from unforced.vocab import BOS
+from unforced.vocab import BOS, EOS, PAD
 
 BASELINES = ("greedy", "mean", "leave_one_out", "none")
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -73,6 +81,17 @@ class ReinforceConfig:
         {"name": "linear", "start": 0.0, "end": 1.0, "steps": 1000} moves from cross-entropy to reward).
     entropy_bonus (float, default 0.0): beta in loss_RL - beta * H, H the mean entropy of the model's tempered
         distribution over the sampled positions; a small value (1e-3) delays collapse to one output.
+
+    > Parameters that guard against collapse
+
+    collapse_threshold (float in (0, 1] or None, default 0.5): a step counts as collapsed when at least this share
+        of its outputs (the K samples and the greedy decode) have at most one word, counted over the sources whose
+        gold has at least two words. It is logged (`collapse` 1.0 in the step's logs, `short_share` always; a
+        warning through `logging` the first time) and guarded. None: neither measured nor guarded.
+    collapse_cross_entropy (float in [0, 1], default 0.5): c; while collapsed, loss = (1 - c') CE(gold) + c' RL
+        with c' = min(w, 1 - c), so gold cross-entropy weighs at least c (Paulus et al. 2018 mix cross-entropy in
+        throughout). Short outputs also get no positive advantage while collapsed (min(A, 0)), so the empty output
+        is never rewarded. 0: only the advantage cap.
     """
 
     reward: str | None = None
@@ -86,9 +105,17 @@ class ReinforceConfig:
     rl_weight: float = 1.0
     rl_weight_schedule: dict[str, Any] | None = field(default=None)
     entropy_bonus: float = 0.0
+    collapse_threshold: float | None = 0.5
+    collapse_cross_entropy: float = 0.5
 
     def __post_init__(self):
         check_policy_gradient_options(self, "reinforce")
+        if self.collapse_threshold is not None and not 0.0 < self.collapse_threshold <= 1.0:
+            raise UnforcedError(f"reinforce.collapse_threshold must be in (0, 1] or None, "
+                                f"got {self.collapse_threshold}")
+        if not 0.0 <= self.collapse_cross_entropy <= 1.0:
+            raise UnforcedError(f"reinforce.collapse_cross_entropy must be in [0, 1], "
+                                f"got {self.collapse_cross_entropy}")
         if not 0.0 <= self.rl_weight <= 1.0:
             raise UnforcedError(f"reinforce.rl_weight must be in [0, 1], got {self.rl_weight}")
         if self.rl_weight_schedule is not None:
@@ -207,14 +234,33 @@ def skipped_batch(strategy, logs: dict, message: str) -> StepOutput:
     return StepOutput(loss=torch.zeros((), requires_grad=True), logs=logs)
 
 
-def score_samples(strategy, tokens: Tensor, greedy_tokens: Tensor | None, references: list[list[str]],
-                  samples: int) -> tuple[Tensor | None, Tensor | None, str | None]:
-    """(rewards (batch, K), greedy rewards (batch,) or None, None), or (None, None, message) if the reward failed.
+@dataclass
+class Scores:
+    """A batch's sample rewards, the baseline and the advantages (`advantages`), K samples per source."""
 
-    tokens: (batch * K, time) the samples, K consecutive rows per source; greedy_tokens: (batch, time) or None.
-    One reward call scores both (reference caches pay off); `strategy` gives `decode` and `reward`.
+    rewards: Tensor  # (batch, K)
+    greedy: Tensor | None  # (batch,) the greedy decode's rewards, or None
+    advantage: Tensor  # (batch, K)
+    baseline: Tensor  # (batch, K)
+
+    def logs(self) -> dict[str, float]:
+        logs = {"reward_mean": float(self.rewards.mean()), "baseline_mean": float(self.baseline.mean()),
+                "beat_baseline": float((self.rewards > self.baseline).float().mean())}
+        if self.greedy is not None:
+            logs["greedy_reward_mean"] = float(self.greedy.mean())
+        return logs
+
+
+def score_samples(strategy, tokens: Tensor, greedy_tokens: Tensor | None,
+                  references: list[list[str]]) -> tuple[Scores | None, str | None]:
+    """(Scores, None), or (None, message) if the reward failed.
+
+    tokens: (batch * K, time) the samples, K = `strategy.config.samples` consecutive rows per source;
+    greedy_tokens: (batch, time) or None. One reward call scores both (reference caches pay off); `strategy` gives
+    `decode`, `reward` and the config's `samples`, `baseline` and `normalize_advantage`.
     """
-    rows = len(references)
+    config = strategy.config
+    rows, samples = len(references), config.samples
     hypotheses = strategy.decode(tokens.tolist())
     every_reference = [refs for refs in references for _ in range(samples)]
     if greedy_tokens is not None:
@@ -222,10 +268,17 @@ def score_samples(strategy, tokens: Tensor, greedy_tokens: Tensor | None, refere
         hypotheses = hypotheses + strategy.decode(greedy_tokens.tolist())
     values, message = safe_reward(strategy.reward, hypotheses, every_reference)
     if values is None:
-        return None, None, message
+        return None, message
     values_t = torch.as_tensor(np.asarray(values), dtype=torch.float32)
+    rewards = values_t[: rows * samples].view(rows, samples)
     greedy = values_t[rows * samples:] if greedy_tokens is not None else None
-    return values_t[: rows * samples].view(rows, samples), greedy, None
+    advantage, base = advantages(rewards, config.baseline, greedy, config.normalize_advantage)
+    return Scores(rewards=rewards, greedy=greedy, advantage=advantage, baseline=base), None
+
+
+def words(tokens: Tensor, mask: Tensor) -> Tensor:
+    """(N,) tokens before the first <eos>: the output's length in tokens, <eos> and padding not counted."""
+    return (mask & (tokens != EOS) & (tokens != PAD)).sum(1)
 
 
 def policy_gradient(logits: Tensor, tokens: Tensor, mask: Tensor, advantage: Tensor, temperature: float,
@@ -268,6 +321,7 @@ class Reinforce:
             self.schedule = make_schedule(options.pop("name"), **options)
         self.skipped_batches = 0
         self.last_skip_message: str | None = None
+        self.collapsed_steps = 0  # steps past config.collapse_threshold; the warning is logged at the first
 
     def bind(self, task) -> Reinforce:
         """Take the decoder from `task.target_tokenizer`, and the reward from `task.metric` if none was set.
@@ -278,11 +332,43 @@ class Reinforce:
         return self
 
     def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state(), "skipped_batches": self.skipped_batches}
+        return {"generator": self.generator.get_state(), "skipped_batches": self.skipped_batches,
+                "collapsed_steps": self.collapsed_steps}
 
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
         self.skipped_batches = state.get("skipped_batches", 0)
+        self.collapsed_steps = state.get("collapsed_steps", 0)
+
+    def short_share(self, batch, outputs: list[tuple[Tensor, Tensor, int]]) -> float | None:
+        """The share of outputs with at most one word over the sources whose gold has two or more; None without
+        such sources. outputs: (tokens (batch * k, time), mask, k) with k consecutive rows per source."""
+        long_gold = words(batch.gold, batch.gold_mask.bool()) >= 2  # (batch,)
+        if not bool(long_gold.any()):
+            return None
+        short, counted = 0, 0
+        for tokens, mask, per_source in outputs:
+            eligible = long_gold.to(tokens.device).repeat_interleave(per_source)  # (batch * k,)
+            short += int(((words(tokens, mask) <= 1) & eligible).sum())
+            counted += int(eligible.sum())
+        return short / counted
+
+    def collapse_check(self, batch, outputs, step: int, logs: dict) -> bool:
+        """Measure the short-output share into `logs`; True (and a warning the first time) past the threshold."""
+        threshold = self.config.collapse_threshold
+        if threshold is None:
+            return False
+        share = self.short_share(batch, outputs)
+        collapsed = share is not None and share >= threshold
+        logs.update(short_share=share if share is not None else 0.0, collapse=float(collapsed))
+        if collapsed:
+            if self.collapsed_steps == 0:
+                logger.warning("reinforce: collapse at step %d: %.0f%% of outputs are empty or one word long "
+                               "(collapse_threshold %.2f); guarding: no positive advantage for them, gold "
+                               "cross-entropy weight %.2f; logged as 'collapse' in the metrics from now on",
+                               step, 100 * share, threshold, self.config.collapse_cross_entropy)
+            self.collapsed_steps += 1
+        return collapsed
 
     def rl_weight(self, step: int) -> float:
         """w at `step`: the schedule's value if there is one, else `config.rl_weight`."""
@@ -310,14 +396,27 @@ class Reinforce:
             drawn = rollout(model, memory_k, Sample(config.temperature, config.top_k), max_len=max_len,
                             batch_size=rows * samples, generator=self.generator, keep_hidden=False)
             tokens, mask = drawn.tokens, drawn.mask  # (batch * K, time), mask through the first <eos>
+            outputs = [(tokens, mask, samples)]
             greedy_tokens = None
             if config.baseline == "greedy":
-                greedy_tokens = rollout(model, memory, Greedy(), max_len=max_len, batch_size=rows,
-                                        keep_hidden=False).tokens
-        rewards, greedy_rewards, message = score_samples(self, tokens, greedy_tokens, batch.references, samples)
-        if rewards is None:
+                greedy = rollout(model, memory, Greedy(), max_len=max_len, batch_size=rows, keep_hidden=False)
+                greedy_tokens = greedy.tokens
+                outputs.append((greedy.tokens, greedy.mask, 1))
+        scores, message = score_samples(self, tokens, greedy_tokens, batch.references)
+        if scores is None:
             return skipped_batch(self, logs, message)
-        advantage, base = advantages(rewards, config.baseline, greedy_rewards, config.normalize_advantage)
+        advantage = scores.advantage
+        if self.collapse_check(batch, outputs, step, logs):
+            # No positive advantage for an output of at most one word, and at least c of gold cross-entropy.
+            short = (words(tokens, mask) <= 1).view(rows, samples)
+            advantage = torch.where(short, advantage.clamp(max=0.0), advantage)
+            if config.collapse_cross_entropy > 0.0:
+                weight = min(weight, 1.0 - config.collapse_cross_entropy)
+                logs["rl_weight"] = weight
+                if cross_entropy is None:
+                    logits = model.forced(memory, batch.inputs).logits  # (batch, time, vocab)
+                    cross_entropy = token_nll(logits, batch.gold, batch.gold_mask)
+                    logs["nll"] = float(cross_entropy.detach())
 
         # The one pass with gradient: the samples fed back as inputs (<bos>, y_1 .. y_(T-1)).
         forced_logits = model.forced(memory_k, shifted(tokens)).logits  # (batch * K, time, vocab)
@@ -325,9 +424,5 @@ class Reinforce:
                                            config.entropy_bonus)
         logs.update(extra)
         loss = reinforce if cross_entropy is None else (1.0 - weight) * cross_entropy + weight * reinforce
-        logs.update(reward_mean=float(rewards.mean()), baseline_mean=float(base.mean()),
-                    beat_baseline=float((rewards > base).float().mean()),
-                    sample_length=float(mask.sum(1).float().mean()))
-        if greedy_rewards is not None:
-            logs["greedy_reward_mean"] = float(greedy_rewards.mean())
+        logs.update(scores.logs(), sample_length=float(mask.sum(1).float().mean()))
         return StepOutput(loss=loss, logs=logs)
