@@ -397,8 +397,11 @@ def files_of(directory: Path) -> dict[str, bytes]:
 
 
 def test_resume_from_a_truncated_checkpoint_exits_2_naming_it_and_previous_then_recovers(finished_cli_run,
-                                                                                          tmp_path, capsys):
+                                                                                          tmp_path, capsys,
+                                                                                          monkeypatch):
     config, finished = finished_cli_run
+    # The code moved on since the run began (a new commit): the refused resume still changes no byte.
+    monkeypatch.setattr("unforced.experiment.source_commit", lambda: "f" * 40)
     out = tmp_path / "run"
     shutil.copytree(finished, out)
     last, previous = out / "checkpoints" / "last.pt", out / "checkpoints" / "previous.pt"

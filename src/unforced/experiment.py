@@ -162,9 +162,14 @@ def _run_experiment(config: RunConfig, out: Path, progress: Callable[[str, dict]
     main = distributed.is_main()
     if main:
         claim_run_directory(out, resolved, resume, overwrite, sections={"model": ModelConfig, "train": TrainConfig})
-        atomic_write_text(yaml.safe_dump(resolved, sort_keys=False), out / "config.yaml")
-        atomic_write_text(json.dumps({"source": task.source_tokenizer.to_json() if task.source_tokenizer else None,
-                                      "target": task.target_tokenizer.to_json()}), out / "tokenizers.json")
+        # A resumed run keeps the files that describe how it began (a refused resume changes nothing on disk);
+        # results.json carries the signature of the code that finished it.
+        if not (resume and (out / "config.yaml").exists()):
+            atomic_write_text(yaml.safe_dump(resolved, sort_keys=False), out / "config.yaml")
+        if not (resume and (out / "tokenizers.json").exists()):
+            atomic_write_text(json.dumps({"source": task.source_tokenizer.to_json() if task.source_tokenizer
+                                          else None, "target": task.target_tokenizer.to_json()}),
+                              out / "tokenizers.json")
     distributed.barrier()  # the others read checkpoints only after the main process has claimed the directory
     metrics_path = out / "metrics.jsonl"
     test_limit = config.test_limit
