@@ -144,12 +144,12 @@ class Mixer:
         with torch.no_grad():
             drawn = rollout(model, memory_k, Prefix(prefix_k, Sample(config.temperature, config.top_k)),
                             gold=batch.gold.repeat_interleave(samples, 0), max_len=max_len,
-                            generator=self.generator, keep_hidden=False)
+                            generator=self.generator, keep_hidden=False, keep_logits=False)
             tokens, mask = drawn.tokens, drawn.mask  # (batch * K, time): gold prefix, then samples, to <eos>
             greedy_tokens = None
             if config.baseline == "greedy":
                 greedy_tokens = rollout(model, memory, Prefix(prefix, Greedy()), gold=batch.gold, max_len=max_len,
-                                        keep_hidden=False).tokens
+                                        keep_hidden=False, keep_logits=False).tokens
         scores, message = score_samples(self, tokens, greedy_tokens, batch.references)
         if scores is None:
             return skipped_batch(self, logs, message)

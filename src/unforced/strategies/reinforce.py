@@ -193,9 +193,10 @@ def sequence_log_probs(logits: Tensor, tokens: Tensor, mask: Tensor, temperature
     The mask runs up to and including the first <eos>: the end of the sequence is a decision that is rewarded
     like any other (leaving it out rewards truncated outputs, a known SCST pitfall).
     """
-    log_softmax = (logits.float() / temperature).log_softmax(-1)  # (batch, time, vocab)
-    chosen = log_softmax.gather(2, tokens.unsqueeze(-1)).squeeze(-1)  # (batch, time)
-    return (chosen * mask).sum(1)
+    scaled = logits.float() if temperature == 1.0 else logits.float() / temperature  # (batch, time, vocab)
+    # cross_entropy fuses log_softmax and the gather, forward and backward: no (batch, time, vocab) log-softmax kept.
+    chosen = -torch.nn.functional.cross_entropy(scaled.flatten(0, 1), tokens.flatten(), reduction="none")
+    return (chosen.view(tokens.shape) * mask).sum(1)
 
 
 def decoder_and_reward(task, reward):
@@ -394,12 +395,14 @@ class Reinforce:
         max_len = decode_budget(config, model, batch.gold.shape[1])
         with torch.no_grad():
             drawn = rollout(model, memory_k, Sample(config.temperature, config.top_k), max_len=max_len,
-                            batch_size=rows * samples, generator=self.generator, keep_hidden=False)
+                            batch_size=rows * samples, generator=self.generator, keep_hidden=False,
+                            keep_logits=False)
             tokens, mask = drawn.tokens, drawn.mask  # (batch * K, time), mask through the first <eos>
             outputs = [(tokens, mask, samples)]
             greedy_tokens = None
             if config.baseline == "greedy":
-                greedy = rollout(model, memory, Greedy(), max_len=max_len, batch_size=rows, keep_hidden=False)
+                greedy = rollout(model, memory, Greedy(), max_len=max_len, batch_size=rows, keep_hidden=False,
+                                 keep_logits=False)
                 greedy_tokens = greedy.tokens
                 outputs.append((greedy.tokens, greedy.mask, 1))
         scores, message = score_samples(self, tokens, greedy_tokens, batch.references)
