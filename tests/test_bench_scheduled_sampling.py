@@ -22,6 +22,7 @@ def test_scheduled_sampling_quick(bench_quick):
         exact, floor = results["ms_per_step"][kind]["exact"], results["ms_per_step"][kind]["teacher_forcing"]
         assert ratios["exact/teacher_forcing"] == exact["median"] / floor["median"]
         assert results["ratios_of_min"][kind]["exact/teacher_forcing"] == exact["min"] / floor["min"]
+        assert set(results["paired_ratios"][kind]) == set(ratios)
     assert set(results["goals"]) == {f"{kind} {name}" for kind in ("gru", "lstm") for name in GOALS}
     for name, entry in results["goals"].items():
         kind, ratio = name.split(" ")
