@@ -309,3 +309,14 @@ def test_table_shows_free_running_greedy_and_beam_and_no_teacher_forced_metric()
                      "mixer": ["1.000", "1.500", "50.0", "11.00", "-", "3.0"]}
     no_beam = table_text({"task": "t", "strategies": {"teacher_forcing": entry(12.345)}})
     assert "beam" not in no_beam and "12.35" in no_beam
+
+
+def test_the_observation_commands_are_part_of_the_main_cli(tmp_path):
+    log = tmp_path / "log.csv"
+    done = subprocess.run([sys.executable, "-m", "unforced.cli", "clicks", "simulate", "--out", str(log),
+                           "--queries", "20", "--sessions", "200", "--json"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert log.exists() and json.loads(done.stdout)
+    done = subprocess.run([sys.executable, "-m", "unforced.cli", "specimens", "--help"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and "simulate" in done.stdout

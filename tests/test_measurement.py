@@ -221,3 +221,56 @@ def test_a_callback_refuses_a_folder_that_holds_results(tmp_path):
         GapMonitor(copy_pairs(2), word_tokenizer(), out=tmp_path)
     with pytest.raises(UnforcedError, match="every must be at least 1"):
         GapMonitor(copy_pairs(2), word_tokenizer(), every=0)
+
+
+def call_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    import sys
+
+    from unforced.cli import main
+
+    old, sys.argv = sys.argv, ["unforced", *args]
+    code = 0
+    try:
+        main()
+    except SystemExit as exit_:
+        code = exit_.code or 0
+    finally:
+        sys.argv = old
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize("kind", ["t5", "gpt2"])
+def test_gap_of_a_saved_model_on_the_users_file_from_the_command_line(kind, tmp_path, capsys):
+    tokenizer = word_tokenizer()
+    directory = tmp_path / kind
+    tiny_hf(kind, len(tokenizer)).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"source": s, "target": r}) + "\n" for s, r in copy_pairs(20)))
+    out = tmp_path / "gap"
+    code, stdout, err = call_cli(["gap", "--model", f"hf:{directory}", "--task", str(pairs), "--limit", "12",
+                                  "--beam", "2", "--out", str(out), "--json"], capsys)
+    assert code == 0, err
+    document = json.loads(stdout)
+    entry = document["strategies"]["model"]
+    assert all(math.isfinite(entry[key]) for key in ("tf_nll", "fr_nll", "gap_pct", "tf_token_acc"))
+    assert entry["metric"]["name"] == "bleu" and entry["metric"]["nrefs"] == 2 and "fr_beam" in entry["metric"]
+    assert document["model"]["kind"] == "hf" and {"sweep", "prefix_swap"} <= set(document["diagnostics"])
+    assert (out / "report.html").exists() and (out / "results.json").exists() and (out / "diagnostics.json").exists()
+
+
+def test_gap_of_a_model_refuses_bad_arguments_by_name(tmp_path, capsys):
+    tokenizer = word_tokenizer()
+    bare = tmp_path / "bare"
+    tiny_hf("gpt2", len(tokenizer)).save_pretrained(bare)  # no tokenizer beside it
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps({"source": "a b", "target": "a b"}) + "\n")
+    for args, message in ((["--model", "gpt2", "--task", str(pairs)], "--model takes hf:PATH"),
+                          (["--model", f"hf:{tmp_path / 'missing'}", "--task", str(pairs)], "no such directory"),
+                          (["--model", f"hf:{bare}", "--task", str(pairs)], "no tokenizer saved beside the model"),
+                          (["--model", f"hf:{bare}"], "--model and --task go together"),
+                          ([str(tmp_path), "--model", f"hf:{bare}", "--task", str(pairs)], "not both"),
+                          ([], "gap needs a run directory")):
+        code, stdout, err = call_cli(["gap", *args], capsys)
+        assert code == 2 and stdout == "" and message in err, (args, err)
