@@ -149,7 +149,11 @@ STRATEGIES = {
                                         st.fixed_dictionaries({"name": bad_choice()}),
                                         st.fixed_dictionaries({"name": st.just("linear"),
                                                                "steps": bad_int(1)})),
-        "entropy_bonus": bad_float(0.0)},
+        "entropy_bonus": bad_float(0.0),
+        "collapse_threshold": st.one_of(not_a_number, containers, st.floats(max_value=0.0, allow_nan=False),
+                                        st.floats(min_value=1.0, exclude_min=True, allow_nan=False),
+                                        st.just(math.nan)),  # None is allowed: the guard off
+        "collapse_cross_entropy": bad_float(0.0, 1.0, high_open=False)},
     "preference": {
         "reward": bad_choice(optional=True), "pairs": bad_choice(), "samples": bad_int(2),
         "temperature": bad_float(0.0, low_open=False), "top_k": bad_int(1, optional=True),
