@@ -1,0 +1,159 @@
+// The lab page: drives the HTTP API (POST/PATCH/DELETE /api/jobs, the event stream) and draws with uPlot.
+// Its state (task, model, strategy, weight, seed, steps) lives in the URL, so a configuration can be shared.
+"use strict";
+(function () {
+  const $ = (id) => document.getElementById(id);
+  const fields = ["task", "model", "strategy", "steps", "seed"];
+  let jobId = null, source = null, paused = false, weightTimer = null;
+  let points = {step: [], tf: [], fr: [], rfr: [], gap: []};
+
+  function width() { return Math.max(320, Math.min(1050, document.body.clientWidth - 20)); }
+  const scoresChart = new uPlot({
+    title: "validation token accuracy", width: width(), height: 300, scales: {x: {time: false}, y: {range: [0, 1]}},
+    series: [{label: "step"},
+             {label: "cross-entropy, teacher-forced", stroke: "#1f77b4", width: 2},
+             {label: "cross-entropy, free-running", stroke: "#ff7f0e", width: 2},
+             {label: "reward-blended, free-running", stroke: "#2ca02c", width: 2}]},
+    [[], [], [], []], $("scores-chart"));
+  const gapChart = new uPlot({
+    title: "exposure-bias gap (teacher-forced - free-running accuracy)", width: width(), height: 200,
+    scales: {x: {time: false}}, series: [{label: "step"}, {label: "gap", stroke: "#d62728", width: 2}]},
+    [[], []], $("gap-chart"));
+
+  function draw() {
+    scoresChart.setData([points.step, points.tf, points.fr, points.rfr]);
+    gapChart.setData([points.step, points.gap]);
+    document.body.dataset.points = String(points.step.length);
+  }
+  function clear() { points = {step: [], tf: [], fr: [], rfr: [], gap: []}; draw(); $("gap").textContent = "-"; }
+  function say(text) { $("message").textContent = text || ""; }
+  function setState(state) { $("state").textContent = state; document.body.dataset.state = state; }
+  function fmt(value, digits) { return value === null || value === undefined ? "-" : Number(value).toFixed(digits); }
+
+  function addPoint(event) {
+    if (!event.evaluated) return;
+    points.step.push(event.step); points.tf.push(event.tf_score); points.fr.push(event.fr_score);
+    points.rfr.push(event.reward_fr_score); points.gap.push(event.gap);
+    $("gap").textContent = fmt(event.gap, 3);
+    document.body.dataset.lastTf = String(event.tf_score);
+    document.body.dataset.lastFr = String(event.fr_score);
+    document.body.dataset.lastRewardFr = String(event.reward_fr_score);
+    draw();
+  }
+
+  function handle(event) {
+    if (event.type === "step") {
+      addPoint(event);
+      $("step").textContent = event.step; $("total").textContent = event.steps;
+      $("speed").textContent = fmt(event.steps_per_second, 2);
+      $("eta").textContent = event.eta_seconds === null ? "-" : fmt(event.eta_seconds, 0) + " s";
+      document.body.dataset.step = String(event.step);
+      if (!paused) setState("running");
+    } else if (event.type === "paused") {
+      setState("paused");
+    } else if (["done", "stopped", "error"].includes(event.type)) {
+      setState(event.type);
+      if (event.type === "error") say(event.message);
+      if (event.type === "done") say("finished: run directory " + event.run_dir);
+      if (source) { source.close(); source = null; }
+      $("pause").disabled = true;
+      loadRuns();
+    }
+  }
+
+  // ---- the URL holds the configuration --------------------------------------------------------------------
+  function fromUrl() {
+    const query = new URLSearchParams(location.search);
+    for (const name of fields) if (query.has(name)) $(name).value = query.get(name);
+    if (query.has("w")) $("reward-weight").value = query.get("w");
+    showWeight();
+  }
+  function toUrl() {
+    const query = new URLSearchParams();
+    for (const name of fields) query.set(name, $(name).value);
+    query.set("w", $("reward-weight").value);
+    history.replaceState(null, "", "?" + query.toString());
+  }
+  function weight() { return Number($("reward-weight").value); }
+  function showWeight() { $("weight-value").textContent = weight().toFixed(2); }
+
+  async function call(method, url, body) {
+    const response = await fetch(url, {method, headers: {"Content-Type": "application/json"},
+                                       body: body === undefined ? undefined : JSON.stringify(body)});
+    const data = await response.json().catch(() => ({}));
+    if (!response.ok) throw new Error(data.message || (response.status + " " + response.statusText));
+    return data;
+  }
+
+  async function train() {
+    say("");
+    if (jobId) await reset();
+    toUrl();
+    const body = {task: $("task").value, model: $("model").value, strategy: $("strategy").value,
+                  steps: Number($("steps").value), seed: Number($("seed").value), reward_weight: weight()};
+    try {
+      const job = await call("POST", "/api/jobs", body);
+      jobId = job.id; paused = false;
+      $("pause").disabled = false; $("pause").textContent = "Pause";
+      clear(); setState("starting");
+      source = new EventSource("/api/jobs/" + jobId + "/events");
+      source.onmessage = (message) => handle(JSON.parse(message.data));
+    } catch (error) { say(error.message); }
+  }
+
+  async function pause() {
+    if (!jobId) return;
+    try {
+      await call("PATCH", "/api/jobs/" + jobId, {paused: !paused});
+      paused = !paused;
+      $("pause").textContent = paused ? "Resume" : "Pause";
+      setState(paused ? "paused" : "running");
+    } catch (error) { say(error.message); }
+  }
+
+  async function reset() {
+    if (source) { source.close(); source = null; }
+    if (jobId) { try { await call("DELETE", "/api/jobs/" + jobId); } catch (error) { say(error.message); } }
+    jobId = null; paused = false; $("pause").disabled = true; $("pause").textContent = "Pause";
+    clear(); setState("idle");
+  }
+
+  function weightChanged() {
+    showWeight(); toUrl();
+    clearTimeout(weightTimer);
+    weightTimer = setTimeout(async () => {
+      if (!jobId) return;
+      try { await call("PATCH", "/api/jobs/" + jobId, {reward_weight: weight()}); } catch (error) { say(error.message); }
+    }, 100);
+  }
+
+  async function loadRuns() {
+    try {
+      const data = await call("GET", "/api/runs");
+      $("runs").innerHTML = data.runs.map((name) => "<option>" + name + "</option>").join("");
+    } catch (error) { say(error.message); }
+  }
+  async function replay() {
+    const name = $("runs").value;
+    if (!name) return;
+    try {
+      const run = await call("GET", "/api/runs/" + encodeURIComponent(name));
+      clear(); run.points.forEach(addPoint); setState("replay");
+    } catch (error) { say(error.message); }
+  }
+
+  $("train").addEventListener("click", train);
+  $("pause").addEventListener("click", pause);
+  $("reset").addEventListener("click", reset);
+  $("reward-weight").addEventListener("input", weightChanged);
+  $("open-run").addEventListener("click", replay);
+  for (const name of fields) $(name).addEventListener("change", toUrl);
+  for (const button of document.querySelectorAll("[data-preset]")) {
+    button.addEventListener("click", () => { $("reward-weight").value = button.dataset.preset; weightChanged(); });
+  }
+  window.addEventListener("resize", () => {
+    scoresChart.setSize({width: width(), height: 300}); gapChart.setSize({width: width(), height: 200});
+  });
+  fromUrl(); setState("idle"); draw(); loadRuns();
+  document.body.dataset.ready = "1";
+})();
