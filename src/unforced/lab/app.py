@@ -93,44 +93,46 @@ def field_message(errors: list[dict]) -> str:
 
 
 class BodyLimit:
-    """ASGI middleware: refuse a request body over `limit` bytes with 413 (by its Content-Length, or counted as
-    it arrives when chunked)."""
+    """ASGI middleware: refuse a request body over `limit` bytes with 413, by its Content-Length or, sent
+    chunked, counted as it arrives (the body is read here, at most `limit` bytes, then handed on)."""
 
     def __init__(self, app, limit: int):
         self.app, self.limit = app, limit
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
             return await self.app(scope, receive, send)
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
             return await self._refuse(send)
-        received = 0
-
-        async def counted():
-            nonlocal received
+        chunks, size = [], 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.limit:
-                    raise _TooLarge
-            return message
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.limit:
+                return await self._refuse(send)
+            if not message.get("more_body", False):
+                break
+        body, handed = b"".join(chunks), False
 
-        try:
-            await self.app(scope, counted, send)
-        except _TooLarge:
-            await self._refuse(send)
+        async def replayed():
+            nonlocal handed
+            if not handed:
+                handed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replayed, send)
 
     async def _refuse(self, send):
-        body = json.dumps({"detail": f"request body over {self.limit} bytes", "message":
-                           f"request body over {self.limit} bytes"}).encode()
+        text = f"request body over {self.limit} bytes"
+        body = json.dumps({"detail": text, "message": text}).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
-
-
-class _TooLarge(Exception):
-    pass
 
 
 def create_app(runs_root: Path | str = "lab-runs", max_jobs: int = 2, max_body_bytes: int = MAX_BODY_BYTES,
@@ -150,7 +152,7 @@ def create_app(runs_root: Path | str = "lab-runs", max_jobs: int = 2, max_body_b
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError):
-        errors = jsonable_encoder(error.errors(), custom_encoder={Exception: str})
+        errors = clean_json(jsonable_encoder(error.errors(), custom_encoder={Exception: str}))  # NaN input
         return JSONResponse(status_code=422, content={"detail": errors, "message": field_message(errors)})
 
     @app.exception_handler(HTTPException)
@@ -179,9 +181,12 @@ def create_app(runs_root: Path | str = "lab-runs", max_jobs: int = 2, max_body_b
 
     @app.get("/api/options")
     async def options():
-        limits = {name: {key: value for key, value in (("ge", getattr(meta, "ge", None)),
-                                                       ("le", getattr(meta, "le", None))) if value is not None}
-                  for name, info in JobRequest.model_fields.items() for meta in info.metadata}
+        limits: dict[str, dict] = {}
+        for name, info in JobRequest.model_fields.items():
+            for meta in info.metadata:
+                for bound in ("gt", "ge", "le"):
+                    if getattr(meta, bound, None) is not None:
+                        limits.setdefault(name, {})[bound] = getattr(meta, bound)
         return {"tasks": list(TASKS), "default_task": "toy-translation", "models": list(MODEL_SIZES),
                 "strategies": ["reinforce"], "defaults": dataclasses.asdict(JobSettings()), "ranges": limits}
 
