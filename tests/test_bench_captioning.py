@@ -1,0 +1,21 @@
+"""benchmarks/captioning.py: its --quick smoke variant runs and prints the JSON it promises."""
+
+from __future__ import annotations
+
+
+def test_captioning_quick(bench_quick):
+    results = bench_quick("captioning")
+    assert {"commit", "cpu", "threads", "load", "date"} <= set(results["provenance"])
+    speed = results["cider_d_speed"]
+    assert speed["candidates"] == 500 and speed["references_per_candidate"] == 5
+    assert 0 < speed["cached_call_ms"]["min"] <= speed["cached_call_ms"]["median"] and speed["mean_cider_d"] > 0
+    assert len(results["runs"]) == 2 and results["task"]["name"] == "captions"
+    for run in results["runs"]:
+        assert set(run["test_cider_d"]) == {"cross_entropy_start", "cross_entropy_more", "scst_greedy",
+                                            "scst_leave_one_out"}
+        assert all(0 < share < 1 for share in run["reward_share_of_scst_steps"].values())
+    assert results["anchors"]["rennie2017_att2all"]["relative_gain"] == 0.161
+    assert set(results["goals"]) == {"cider_d_5000x5_cached_seconds", "reward_share_of_scst_step",
+                                     "scst_relative_cider_d_gain"}
+    for entry in results["goals"].values():
+        assert set(entry) >= {"value", "goal", "met"} and isinstance(entry["met"], bool)
