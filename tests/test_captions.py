@@ -17,7 +17,7 @@ from unforced.models import ModelConfig, build_model
 from unforced.rewards import get_reward
 from unforced.rewards.corpus import corpus_score
 from unforced.strategies.teacher_forcing import TeacherForcing
-from unforced.tasks import captions
+from unforced.tasks import captions, emoji
 from unforced.tasks.manifests import manifest_task
 
 SIZE, OBJECTS = 30, 12  # a corpus of 36 images: 30 train, 3 valid, 3 test
@@ -25,7 +25,7 @@ SIZE, OBJECTS = 30, 12  # a corpus of 36 images: 30 train, 3 valid, 3 test
 
 @pytest.fixture(scope="module")
 def font() -> Path:
-    return captions.obtain_font()  # the project's own set-up: unpacks the Debian package into the cache if missing
+    return emoji.obtain_font()  # the project's own set-up: unpacks the Debian package into the cache if missing
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def digest(folder: Path) -> str:
 
 
 def test_the_font_names_its_pictures(font):
-    names = captions.emoji_names(font)
+    names = emoji.emoji_names(font)
     assert names[0x26F5] == "sailboat" and names[0x1F408] == "cat"
     assert len(names) > 500
     # Symbols and words the grammar uses for colours, shapes and places are left out; so are plural names.
@@ -88,7 +88,7 @@ def test_captions_say_what_is_drawn(font):
 
     from PIL import Image
 
-    painter = captions.Painter(font)
+    painter = emoji.Painter(font)
     generator = random.Random(0)
     objects = [(0x1F408, "cat"), (0x26F5, "sailboat")]
     seen = set()
@@ -107,11 +107,11 @@ def test_captions_say_what_is_drawn(font):
             if scene.kind == "position" and scene.place != "middle":
                 assert scene.place.split()[1] in words
         image = painter.draw(scene)
-        assert isinstance(image, Image.Image) and image.size == (captions.CANVAS, captions.CANVAS)
+        assert isinstance(image, Image.Image) and image.size == (emoji.CANVAS, emoji.CANVAS)
         if scene.kind == "shapes":  # a shape's colour is at its centre
             x, y = scene.items[0].centre
-            pixel = image.getpixel((round(x * captions.CANVAS), round(y * captions.CANVAS)))
-            assert pixel == captions.COLOURS[scene.items[0].colour], (scene, pixel)
+            pixel = image.getpixel((round(x * emoji.CANVAS), round(y * emoji.CANVAS)))
+            assert pixel == emoji.COLOURS[scene.items[0].colour], (scene, pixel)
     assert seen == set(captions.KIND_WEIGHTS)
 
 
@@ -135,7 +135,7 @@ def train_captioner(task, steps: int = 25):
 
 
 def test_the_captions_task_trains_a_captioner_scored_on_all_five_references(font, tmp_path):
-    (tmp_path / captions.PACKAGE).symlink_to(font.parents[5], target_is_directory=True)  # the font, not refetched
+    (tmp_path / emoji.PACKAGE).symlink_to(font.parents[5], target_is_directory=True)  # the font, not refetched
     task = captions.captions_task(size=SIZE, objects=OBJECTS, image_size=32, corpus_seed=3, cache_dir=str(tmp_path))
     assert task.name == "captions" and task.metric == "cider_d" and task.source_codec.kind == "image"
     assert all(len(example.references) == 5 for split in (task.train, task.valid, task.test) for example in split)
