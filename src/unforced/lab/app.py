@@ -232,7 +232,7 @@ def create_app(runs_root: Path | str = "lab-runs", max_jobs: int = 2, max_body_b
                 for number, event in job.events_after(sequence):
                     yield f"id: {number}\ndata: {json.dumps(clean_json(event))}\n\n"
                     sequence, quiet_since = number, time.monotonic()
-                if not job.live and sequence >= job.sequence:
+                if job.ended and sequence >= job.sequence:
                     return
                 if await request.is_disconnected():
                     return

@@ -55,6 +55,7 @@ TASK_OPTIONS: dict[str, dict] = {"toy-translation": {"size": 3000}}
 # baseline, run_config.py), 4 samples per source.
 REWARD_OPTIONS = {"temperature": 0.5, "samples": 4}
 CROSS_ENTROPY_TAG, REWARD_TAG = "teacher_forcing", "reinforce"
+TERMINAL_EVENTS = ("done", "stopped", "error")
 EVENTS_KEPT = 20000  # events a job keeps for late subscribers (bounded memory; ~30 min at 10 rounds a second)
 
 
@@ -127,6 +128,7 @@ class Job:
     events: collections.deque = field(default_factory=lambda: collections.deque(maxlen=EVENTS_KEPT))
     sequence: int = 0
     error: str | None = None
+    ended: bool = False  # the worker published its last event (done, stopped or error)
     condition: threading.Condition = field(default_factory=threading.Condition)
     lockstep: Lockstep = field(default_factory=lambda: Lockstep(2))
     thread: threading.Thread | None = None
@@ -139,6 +141,7 @@ class Job:
         with self.condition:
             self.sequence += 1
             self.events.append((self.sequence, {"job": self.id, **event}))
+            self.ended = self.ended or event["type"] in TERMINAL_EVENTS
             self.condition.notify_all()
 
     def events_after(self, sequence: int) -> list[tuple[int, dict]]:
