@@ -8,7 +8,7 @@ def test_speech_quick(bench_quick):
     assert {"commit", "cpu", "threads", "load", "date", "espeak"} <= set(results["provenance"])
     synthesis = results["synthesis"]
     assert synthesis["utterances"] == 12 and synthesis["ms_per_utterance"] > 0
-    assert synthesis["projected_10000_utterances_seconds"] == synthesis["ms_per_utterance"] * 10
+    assert abs(synthesis["projected_10000_utterances_seconds"] - synthesis["ms_per_utterance"] * 10) < 1e-6
     features = results["features"]
     assert features["files"] == 32 and features["x_real_time"] > 0 and len(features["milliseconds"]["samples"]) == 2
     training = results["training"]
