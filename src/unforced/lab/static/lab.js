@@ -93,7 +93,7 @@
                   steps: Number($("steps").value), seed: Number($("seed").value), reward_weight: weight()};
     try {
       const job = await call("POST", "/api/jobs", body);
-      jobId = job.id; paused = false;
+      jobId = job.id; paused = false; document.body.dataset.job = jobId;
       $("pause").disabled = false; $("pause").textContent = "Pause";
       clear(); setState("starting");
       source = new EventSource("/api/jobs/" + jobId + "/events");
