@@ -131,9 +131,6 @@ def test_a_tiny_attention_asr_trains_and_evaluates_on_the_corpus(tmp_path, espea
     assert len(figures["per_position"]["fr_error"]) > 5  # characters: a long per-position curve
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError,
-                   reason="diagnostics/attention.py labels source positions with the source tokenizer, which an "
-                          "audio task has not (and its mask counts frames, not the 4x subsampled states)")
 def test_attention_maps_of_an_audio_task(tmp_path, espeak):
     from unforced.diagnostics import attention_maps
     from unforced.tasks.manifests import manifest_task
@@ -144,7 +141,9 @@ def test_attention_maps_of_an_audio_task(tmp_path, espeak):
                                     hidden=8, dropout=0.0, max_source_len=longest_source,
                                     max_target_len=longest_target, **task.source_codec.model_options()))
     maps = attention_maps(model, task, "test", 0)
-    assert maps is None or len(maps["source_tokens"]) == len(maps["teacher_forced"][0])
+    # One label per encoder state (the front end subsamples the frames), one weight per label in every row.
+    assert maps is not None and len(maps["source_tokens"]) == len(maps["teacher_forced"][0])
+    assert maps["source_tokens"][0] == "audio[0]" and abs(sum(maps["teacher_forced"][0]) - 1.0) < 1e-4
 
 
 def _user_manifest(folder: Path, espeak: speech.Espeak) -> Path:

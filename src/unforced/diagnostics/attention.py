@@ -75,7 +75,14 @@ def attention_maps(model, task: Task, split: str = "test", index: int = 0, limit
         free_attention = model.forced(memory, free.inputs).attention  # (1, time, source), equal to stepping
     finally:
         model.train(was_training)
-    real = int(batch.source_mask[0].sum().clamp(min=1))
+    text = getattr(task.source_codec, "kind", "text") == "text" and task.source_tokenizer is not None
+    if text:
+        real = int(batch.source_mask[0].sum().clamp(min=1))
+    else:  # audio or image: attention runs over the encoder's states (subsampled frames, image cells)
+        states_mask = getattr(memory, "mask", None)
+        width = forced.attention.shape[-1]
+        real = (int(states_mask[0].sum().clamp(min=1)) if states_mask is not None
+                and states_mask.shape[-1] == width else width)
     teacher_forced = forced.attention[0, :, :real].float().cpu()  # (time, source)
     free_running = free_attention[0, :, :real].float().cpu()
     fed_differ = (batch.inputs[0] != free.inputs[0]).cpu()
@@ -87,7 +94,8 @@ def attention_maps(model, task: Task, split: str = "test", index: int = 0, limit
         "index": index,
         "source": pairs[index][0],
         "reference": pairs[index][1],
-        "source_tokens": token_strings(task.source_tokenizer, batch.source[0, :real].tolist()),
+        "source_tokens": (token_strings(task.source_tokenizer, batch.source[0, :real].tolist()) if text else
+                          [f"{getattr(task.source_codec, 'kind', 'source')}[{i}]" for i in range(real)]),
         "teacher_forced_tokens": token_strings(target, batch.gold[0].tolist()),
         "free_running_tokens": token_strings(target, free.tokens[0].tolist()),
         "teacher_forced_inputs": token_strings(target, batch.inputs[0].tolist()),

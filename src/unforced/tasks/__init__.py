@@ -13,6 +13,7 @@ from unforced.tasks.base import Batch, Example, Pair, Task
 from unforced.tasks.bible import bible_task
 from unforced.tasks.files import file_task
 from unforced.tasks.manifests import manifest_kind, manifest_task
+from unforced.tasks.speech import speech_task
 from unforced.tasks.synthetic import addition_task, copy_task, reverse_task, sort_task, toy_translation_task
 from unforced.tasks.tables import table_task
 
@@ -23,6 +24,7 @@ TASKS: dict[str, Callable[..., Task]] = {
     "reverse": reverse_task,
     "sort": sort_task,
     "addition": addition_task,
+    "speech": speech_task,
 }
 
 DEFAULT_TASK = "bible-en-es"
