@@ -169,6 +169,10 @@ def test_the_event_stream_gives_step_events_and_writes_a_run(client, tmp_path):
 
     model, task, _, entry = load_run_model(run_dir, "reinforce", device="cpu")
     assert task.name == "toy-translation" and entry == "reinforce"
+    from unforced.report import build_report
+
+    report = build_report(run_dir).read_text()
+    assert "teacher_forcing" in report and "reinforce" in report
 
 
 def test_a_job_replays_exactly_from_its_seed(client):
