@@ -178,3 +178,24 @@ def test_a_user_caption_manifest_is_a_task(corpus, tmp_path):
     assert losses[-1] < losses[0]
     figures = evaluate(model, task, "test")
     assert figures["metric"]["name"] == "cider_d"
+
+
+def test_a_run_on_a_caption_manifest_trains_measures_and_reports(corpus, tmp_path):
+    from unforced.experiment import run_experiment
+    from unforced.run_config import RunConfig
+
+    config = RunConfig(task=str(corpus / "manifest.jsonl"), task_options={"image_size": 32},
+                       strategies=["teacher_forcing", "reinforce"], preset="quick",
+                       model={"kind": "gru", "embedding": 16, "hidden": 24},
+                       train={"steps": 6, "batch_size": 8, "eval_every": 6, "eval_limit": 3, "checkpoint_every": 6,
+                              "log_every": 3},
+                       test_limit=3, diagnostics_limit=0)
+    results = run_experiment(config, tmp_path / "run")
+    assert set(results["strategies"]) == {"teacher_forcing", "reinforce"}
+    for entry in results["strategies"].values():
+        assert entry["metric"]["name"] == "cider_d" and np.isfinite(entry["gap_nll"])
+        assert all(example["references"] == 5 for example in entry["examples"])
+    assert "nrefs:5" in results["signature"]["metric"]
+    from unforced.report.html import build_report
+
+    assert "cider_d" in build_report(tmp_path / "run").read_text(encoding="utf-8").lower()
