@@ -146,6 +146,16 @@ def test_the_event_stream_gives_step_events_and_writes_a_run(client, tmp_path):
             assert 0.0 <= abs(event[key]) <= 1.0
         assert event["gap"] == pytest.approx(event["tf_score"] - event["fr_score"])
         assert event["reward_weight"] == 0.5
+    for event in steps:  # the heat map rides on evaluated events only
+        assert ("beliefs" in event) == event["evaluated"]
+    for beliefs in steps[-1]["beliefs"].values():
+        width = len(beliefs["gold"])
+        assert width >= 2 and beliefs["gold"][-1] == "<eos>"
+        assert len(beliefs["chosen"]) == len(beliefs["top"]) == len(beliefs["gold_probability"]) == width
+        for row in beliefs["top"]:
+            probabilities = [p for _, p in row]
+            assert probabilities == sorted(probabilities, reverse=True) and 0 < sum(probabilities) <= 1.0001
+        assert [row[0][0] for row in beliefs["top"]] == beliefs["chosen"]  # greedy: the top token is fed on
     # Both models start from the same weights: the same scores before training.
     assert steps[0]["fr_score"] == steps[0]["reward_fr_score"]
     assert steps[-1]["tf_score"] != steps[0]["tf_score"]  # it trained

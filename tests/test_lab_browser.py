@@ -75,6 +75,10 @@ def test_train_watch_the_curves_move_the_slider_pause_and_reset(lab, browser, tm
     assert page.text_content("#gap") != "-"
     assert float(page.text_content("#step")) >= 20
     assert page.locator("#scores-chart canvas").count() == 1  # uPlot drew
+    columns = int(page.evaluate("document.body.dataset.heatmapColumns || '0'"))  # the heat map of beliefs
+    assert columns >= 2 and page.locator("#heatmap tr").count() == 2 + 8 + 1
+    page.select_option("#beliefs-model", "reinforce")
+    assert page.locator("#heatmap td").count() > 0
 
     page.locator("#reward-weight").fill("1")  # the slider, as a user drags it to the reward end
     assert page.text_content("#weight-value") == "1.00"

@@ -37,6 +37,7 @@ import yaml
 from unforced.diagnostics import evaluate
 from unforced.errors import UnforcedError
 from unforced.experiment import TEST_BEAM_SIZE, results_signature, signature
+from unforced.lab.beliefs import free_running_beliefs
 from unforced.models import ModelConfig, build_model
 from unforced.runfiles import append_metrics, atomic_write_text, claim_run_directory
 from unforced.strategies import make_strategy
@@ -245,6 +246,9 @@ def run_job(job: Job) -> None:
                 append_metrics(metrics_path, {"strategy": tag, "step": step, "eval": figures[tag],
                                               "global_step": step, "source": "lab"})
             last_scores.update(scores(figures[CROSS_ENTROPY_TAG], figures[REWARD_TAG]))
+            # The heat map: what each model believes along its own decode of the first validation example.
+            last_scores["beliefs"] = {tag: free_running_beliefs(model, task, task.valid[0], limits)
+                                      for tag, model in models.items()}
 
         def round_done(step: int) -> None:
             """After both models took step `step` (0: before training): evaluate when due, publish, pause."""
@@ -254,8 +258,9 @@ def run_job(job: Job) -> None:
             record = records.get(REWARD_TAG, {})
             elapsed = time.perf_counter() - started
             speed = step / max(elapsed, 1e-9)  # rounds (one step of both models) a second, evaluations included
+            shown = last_scores if evaluated else {k: v for k, v in last_scores.items() if k != "beliefs"}
             job.publish({"type": "step", "step": step, "steps": settings.steps, "evaluated": evaluated,
-                         **last_scores, "reward_weight": strategies[REWARD_TAG].config.rl_weight,
+                         **shown, "reward_weight": strategies[REWARD_TAG].config.rl_weight,
                          "loss": records.get(CROSS_ENTROPY_TAG, {}).get("loss"), "reward_loss": record.get("loss"),
                          "steps_per_second": speed,
                          "eta_seconds": (settings.steps - step) / speed if step else None,

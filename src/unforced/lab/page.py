@@ -11,7 +11,8 @@ LAB_STYLE = """<link rel="stylesheet" href="/static/vendor/uplot/uPlot.min.css">
 <style>.controls{display:flex;flex-wrap:wrap;gap:.6em 1.2em;align-items:center;margin:1em 0}
 .controls label{display:flex;gap:.4em;align-items:center}button{padding:.3em 1em}
 #gap{font-size:2em;font-weight:600}.figures{display:flex;gap:2em;align-items:baseline;flex-wrap:wrap}
-#message{color:#a00;min-height:1.2em}.presets button{margin-right:.4em}</style>"""
+#message{color:#a00;min-height:1.2em}
+#heatmap td{font-size:.8em;padding:2px 4px;text-align:left}#heatmap td.gold{outline:2px solid #d62728}.presets button{margin-right:.4em}</style>"""
 
 
 def _options(values, selected: str) -> str:
@@ -53,6 +54,13 @@ model's teacher-forced minus free-running accuracy.</p>
 </div>
 <div id="scores-chart"></div>
 <div id="gap-chart"></div>
+<h2>What the model believes along its own decode</h2>
+<p>One validation example decoded greedily, the model fed its own tokens. Each column is a position; each cell a
+candidate next token, shaded by its probability; the gold token is outlined, and the last row gives its
+probability. <label>model <select id="beliefs-model"><option value="teacher_forcing">cross-entropy</option>
+<option value="reinforce">reward-blended</option></select></label></p>
+<p id="beliefs-source"></p>
+<div id="heatmap" style="overflow-x:auto"></div>
 <div class="controls">
  <label>finished runs <select id="runs"></select></label> <button id="open-run">Replay</button>
 </div>

@@ -6,6 +6,7 @@
   const fields = ["task", "model", "strategy", "steps", "seed"];
   let jobId = null, source = null, paused = false, weightTimer = null;
   let points = {step: [], tf: [], fr: [], rfr: [], gap: []};
+  let beliefs = null;
 
   function width() { return Math.max(320, Math.min(1050, document.body.clientWidth - 20)); }
   const scoresChart = new uPlot({
@@ -25,7 +26,10 @@
     gapChart.setData([points.step, points.gap]);
     document.body.dataset.points = String(points.step.length);
   }
-  function clear() { points = {step: [], tf: [], fr: [], rfr: [], gap: []}; draw(); $("gap").textContent = "-"; }
+  function clear() {
+    points = {step: [], tf: [], fr: [], rfr: [], gap: []}; beliefs = null; drawBeliefs(); draw();
+    $("gap").textContent = "-";
+  }
   function say(text) { $("message").textContent = text || ""; }
   function setState(state) { $("state").textContent = state; document.body.dataset.state = state; }
   function fmt(value, digits) { return value === null || value === undefined ? "-" : Number(value).toFixed(digits); }
@@ -38,7 +42,35 @@
     document.body.dataset.lastTf = String(event.tf_score);
     document.body.dataset.lastFr = String(event.fr_score);
     document.body.dataset.lastRewardFr = String(event.reward_fr_score);
+    if (event.beliefs) { beliefs = event.beliefs; drawBeliefs(); }
     draw();
+  }
+
+  function escape(text) {
+    return String(text).replace(/[&<>"]/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"})[c]);
+  }
+  // The heat map: rows are the candidates by rank, columns the positions of the model's own decode.
+  function drawBeliefs() {
+    const view = beliefs && beliefs[$("beliefs-model").value];
+    if (!view) { $("heatmap").innerHTML = ""; $("beliefs-source").textContent = ""; return; }
+    $("beliefs-source").textContent = "source: " + view.source + "  |  gold: " + view.gold.join(" ") +
+      "  |  decoded: " + view.chosen.join(" ");
+    let html = "<table><tr><th>position</th>" + view.gold.map((_, t) => "<th>" + (t + 1) + "</th>").join("") +
+      "</tr><tr><th>gold</th>" + view.gold.map((word) => "<td>" + escape(word) + "</td>").join("") + "</tr>";
+    for (let rank = 0; rank < view.top[0].length; rank++) {
+      html += "<tr><th>#" + (rank + 1) + "</th>";
+      view.top.forEach((row, t) => {
+        const [word, p] = row[rank];
+        const gold = word === view.gold[t] ? ' class="gold"' : "";
+        html += "<td" + gold + ' style="background:rgba(31,119,180,' + p.toFixed(3) + ')" title="' +
+          p.toFixed(3) + '">' + escape(word) + "</td>";
+      });
+      html += "</tr>";
+    }
+    html += "<tr><th>p(gold)</th>" + view.gold_probability.map((p) => "<td>" + p.toFixed(2) + "</td>").join("") +
+      "</tr></table>";
+    $("heatmap").innerHTML = html;
+    document.body.dataset.heatmapColumns = String(view.top.length);
   }
 
   function handle(event) {
@@ -147,6 +179,7 @@
   $("reset").addEventListener("click", reset);
   $("reward-weight").addEventListener("input", weightChanged);
   $("open-run").addEventListener("click", replay);
+  $("beliefs-model").addEventListener("change", drawBeliefs);
   for (const name of fields) $(name).addEventListener("change", toUrl);
   for (const button of document.querySelectorAll("[data-preset]")) {
     button.addEventListener("click", () => { $("reward-weight").value = button.dataset.preset; weightChanged(); });

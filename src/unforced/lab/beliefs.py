@@ -1,0 +1,48 @@
+"""What a model believes at each step of its own decode: the lab's heat map. One validation example is decoded
+greedily (the model fed its own tokens, as `diagnostics.evaluate` scores free running) for the gold's width, and
+each position keeps the most probable next tokens with their probabilities and the gold token's probability."""
+
+from __future__ import annotations
+
+import torch
+
+from unforced.rollout import Greedy, rollout
+from unforced.vocab import BOS, EOS, PAD
+
+TOP_TOKENS = 8  # tokens kept per position: enough to see where the mass is, small enough for every event
+
+
+def token_label(tokenizer, token: int) -> str:
+    """A readable name of one target token id (special ids by name)."""
+    special = {PAD: "<pad>", BOS: "<bos>", EOS: "<eos>"}
+    if token in special:
+        return special[token]
+    return tokenizer.decode([token]) or f"#{token}"
+
+
+@torch.no_grad()
+def free_running_beliefs(model, task, example, limits: dict, top: int = TOP_TOKENS) -> dict:
+    """{"source", "gold": [word], "chosen": [word], "top": [[[word, p], ...] per position], "gold_probability":
+    [p per position]} for `example` decoded greedily over its gold's width (<eos> included)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    batch = task.collate([example], **limits).to(device)
+    memory = model.encode(batch.source, batch.source_mask)
+    width = int(batch.gold_mask[0].sum())
+    free = rollout(model, memory, Greedy(), max_len=width, batch_size=1, stop_at_eos=False, keep_hidden=False)
+    probabilities = free.logits[0].float().softmax(-1)  # (time, vocab)
+    model.train(was_training)
+    gold = batch.gold[0, :width].tolist()
+    tokenizer = task.target_tokenizer
+    values, indices = probabilities.topk(min(top, probabilities.shape[-1]), dim=-1)
+    return {"source": example[0],
+            "gold": [token_label(tokenizer, token) for token in gold],
+            "chosen": [token_label(tokenizer, token) for token in free.tokens[0, :width].tolist()],
+            "top": [[[token_label(tokenizer, token), round(float(p), 4)] for token, p in zip(row_ids, row_p,
+                                                                                            strict=True)]
+                    for row_ids, row_p in zip(indices.tolist(), values.tolist(), strict=True)],
+            "gold_probability": [round(float(probabilities[t, token]), 4) for t, token in enumerate(gold)]}
+
+
+__all__ = ["TOP_TOKENS", "free_running_beliefs", "token_label"]
