@@ -156,6 +156,9 @@ def test_the_event_stream_gives_step_events_and_writes_a_run(client, tmp_path):
             probabilities = [p for _, p in row]
             assert probabilities == sorted(probabilities, reverse=True) and 0 < sum(probabilities) <= 1.0001
         assert [row[0][0] for row in beliefs["top"]] == beliefs["chosen"]  # greedy: the top token is fed on
+    late = [event for event in events(client, job["id"]) if event["type"] == "step"]  # a late subscriber
+    assert [event["step"] for event in late] == [0, 1, 2, 3, 4]
+    assert [event["step"] for event in late if "beliefs" in event] == [4]  # only the latest heat map is kept
     # Both models start from the same weights: the same scores before training.
     assert steps[0]["fr_score"] == steps[0]["reward_fr_score"]
     assert steps[-1]["tf_score"] != steps[0]["tf_score"]  # it trained

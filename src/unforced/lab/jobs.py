@@ -141,6 +141,12 @@ class Job:
     def publish(self, event: dict) -> None:
         with self.condition:
             self.sequence += 1
+            if "beliefs" in event:  # memory stays bounded: only the latest event keeps the heat map
+                for index in range(len(self.events) - 1, -1, -1):
+                    number, earlier = self.events[index]
+                    if "beliefs" in earlier:
+                        self.events[index] = (number, {k: v for k, v in earlier.items() if k != "beliefs"})
+                        break
             self.events.append((self.sequence, {"job": self.id, **event}))
             self.ended = self.ended or event["type"] in TERMINAL_EVENTS
             self.condition.notify_all()
