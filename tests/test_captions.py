@@ -198,4 +198,9 @@ def test_a_run_on_a_caption_manifest_trains_measures_and_reports(corpus, tmp_pat
     assert "nrefs:5" in results["signature"]["metric"]
     from unforced.report.html import build_report
 
-    assert "cider_d" in build_report(tmp_path / "run").read_text(encoding="utf-8").lower()
+    page = build_report(tmp_path / "run").read_text(encoding="utf-8")
+    assert "cider_d" in page.lower()
+    # The test images are shown beside their captions, copied into the run directory.
+    shown = [example["image"] for example in results["strategies"]["teacher_forcing"]["examples"][:3]]
+    assert len(shown) == 3 and all((tmp_path / "run" / image).is_file() for image in shown)
+    assert all(f'<img src="{image}"' in page for image in shown)

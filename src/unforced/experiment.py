@@ -219,6 +219,8 @@ def _run_experiment(config: RunConfig, out: Path, progress: Callable[[str, dict]
         figures["reused_prefix"] = reused
         results["signature"] = results_signature(resolved["signature"], task, figures["metric"], [config.seed])
         figures["checkpoint"] = str((checkpoint_dir / "last.pt").relative_to(out))
+        if main:
+            _sample_images(task, figures["examples"], out, entry)
         results["strategies"][entry] = figures
         atomic_write_text(json.dumps(results, indent=1), out / "results.json")
         if config.diagnostics_limit:
@@ -230,6 +232,30 @@ def _run_experiment(config: RunConfig, out: Path, progress: Callable[[str, dict]
                                         seed=config.seed, per_position=figures["per_position"])})
             atomic_write_text(json.dumps(diagnostics, indent=1), out / "diagnostics.json")
     return results
+
+
+def _sample_images(task, examples: list[dict], out: Path, entry: str, count: int = 3) -> None:
+    """For an image task, the first test images copied into <out>/figures/samples/ as PNG, each example naming
+    its copy (`image`, relative to <out>): the report shows them beside their captions and reads the run
+    directory only."""
+    if getattr(task.source_codec, "kind", "text") != "image":
+        return
+    from PIL import Image, UnidentifiedImageError
+
+    folder = out / "figures" / "samples"
+    for index, example in enumerate(examples[:count]):
+        source = example.get("source")
+        if not source or not Path(source).is_file():
+            continue
+        target = folder / f"{safe_name(entry)}-{index}.png"
+        try:
+            with Image.open(source) as image:
+                folder.mkdir(parents=True, exist_ok=True)
+                image.convert("RGB").save(target.with_suffix(".tmp.png"))
+        except (OSError, UnidentifiedImageError):
+            continue  # the codec read it for the metric; a sample that cannot be copied is left out
+        target.with_suffix(".tmp.png").replace(target)
+        example["image"] = str(target.relative_to(out))
 
 
 def _adopt_hf_model(task, model_options: dict) -> dict:

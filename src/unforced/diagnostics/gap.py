@@ -69,7 +69,7 @@ def evaluate(model, task: Task, split: str = "test", batch_size: int = 64, limit
     forced_sums, free_sums = _Sums.empty(width), _Sums.empty(width)
     paths = PathSums(width)
     budget = max_decode_len or model.config.max_target_len
-    tf_hyps, fr_hyps, beam_hyps, refs = [], [], [], []
+    tf_hyps, fr_hyps, beam_hyps, refs, sources = [], [], [], [], []
     for batch in task.batches(split, batch_size, limit=limit, **limits):
         batch = batch.to(device)
         memory = model.encode(batch.source, batch.source_mask)
@@ -99,6 +99,7 @@ def evaluate(model, task: Task, split: str = "test", batch_size: int = 64, limit
         tf_hyps += _decode(task.target_tokenizer, choice)
         fr_hyps += _decode(task.target_tokenizer, free.tokens)
         refs += batch.references
+        sources += list(batch.sources[:max(0, 5 - len(sources))])
     model.train(was_training)
     counts = np.maximum(forced_sums.counts, 1)
     keep = forced_sums.counts > 0
@@ -141,7 +142,8 @@ def evaluate(model, task: Task, split: str = "test", batch_size: int = 64, limit
             "count": forced_sums.counts[keep].astype(int).tolist(),
         },
         "measures": paths.result(),
-        "examples": [{"reference": r[0], "references": len(r), "teacher_forced": t, "free_running": f}
-                     for r, t, f in list(zip(refs, tf_hyps, fr_hyps, strict=True))[:5]],
+        "examples": [{"source": s if isinstance(s, str) else None, "reference": r[0], "references": len(r),
+                      "teacher_forced": t, "free_running": f}
+                     for s, r, t, f in zip(sources, refs, tf_hyps, fr_hyps, strict=False)],
     }
 

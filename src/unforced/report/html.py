@@ -299,7 +299,9 @@ def build_report(run_dir: Path) -> Path:
     examples = []
     for name, entry in results["strategies"].items():
         for example in entry.get("examples", [])[:3]:
-            examples.append(f"<tr><td>{html.escape(name)}</td><td>{html.escape(example['reference'])}</td>"
+            image = (f"<br><img src=\"{html.escape(example['image'])}\" width=\"96\" alt=\"test image\">"
+                     if example.get("image") else "")
+            examples.append(f"<tr><td>{html.escape(name)}{image}</td><td>{html.escape(example['reference'])}</td>"
                             f"<td>{html.escape(example['teacher_forced'])}</td>"
                             f"<td>{html.escape(example['free_running'])}</td></tr>")
     body = f"""<h1>Exposure-bias report: {html.escape(results['task'])}</h1>

@@ -204,7 +204,7 @@ def decoder_and_reward(task, reward):
     (CIDEr's document frequencies from the task's training references). Shared by every sampling strategy."""
     tokenizer = task.target_tokenizer
     if reward is None:
-        reward = get_reward(task.metric, references_corpus=[[target] for _, target in task.train])
+        reward = get_reward(task.metric, references_corpus=task.references_corpus("train"))
     return (lambda rows: [tokenizer.decode(row) for row in rows]), reward
 
 

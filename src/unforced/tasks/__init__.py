@@ -11,6 +11,7 @@ from pathlib import Path
 from unforced.errors import UnforcedError
 from unforced.tasks.base import Batch, Example, Pair, Task
 from unforced.tasks.bible import bible_task
+from unforced.tasks.captions import captions_task
 from unforced.tasks.files import file_task
 from unforced.tasks.manifests import manifest_kind, manifest_task
 from unforced.tasks.speech import speech_task
@@ -25,6 +26,7 @@ TASKS: dict[str, Callable[..., Task]] = {
     "sort": sort_task,
     "addition": addition_task,
     "speech": speech_task,
+    "captions": captions_task,
 }
 
 DEFAULT_TASK = "bible-en-es"
