@@ -283,3 +283,25 @@ def test_lockstep_takes_turns_and_stops():
     stopped.stop()
     with pytest.raises(Stopped):
         stopped.wait_for(1)
+
+
+def test_the_lab_command_binds_loopback_by_default_and_warns_beyond(monkeypatch, tmp_path):
+    import typer
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from unforced.lab.cli import lab
+
+    served: list[uvicorn.Config] = []
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self: served.append(self.config))
+    app = typer.Typer()
+    app.command()(lab)  # as the main CLI registers it
+    app.command("other")(lambda: None)  # two commands, so the command is named as in `unforced lab`
+    runner = CliRunner()
+    quiet = runner.invoke(app, ["lab", "--runs", str(tmp_path / "runs")])
+    assert quiet.exit_code == 0, quiet.output
+    assert (served[-1].host, served[-1].port) == ("127.0.0.1", 8765) and "warning" not in quiet.output
+    loud = runner.invoke(app, ["lab", "--host", "0.0.0.0", "--port", "9000", "--runs", str(tmp_path / "runs")])
+    assert loud.exit_code == 0, loud.output
+    assert (served[-1].host, served[-1].port) == ("0.0.0.0", 9000) and "warning" in loud.output
+    assert runner.invoke(app, ["lab", "--port", "0"]).exit_code == 2  # out of range: a usage error
