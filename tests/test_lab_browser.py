@@ -88,6 +88,7 @@ def test_train_watch_the_curves_move_the_slider_pause_and_reset(lab, browser, tm
         assert time.monotonic() < deadline, "the slider did not reach the job"
         time.sleep(0.1)
 
+    page.wait_for_function("document.body.dataset.lastWeight === '1'", timeout=30_000)  # the schedule curve
     page.click("#pause")
     page.wait_for_function("document.body.dataset.state === 'paused'")
     assert httpx.get(f"{lab}/api/jobs/{job}").json()["state"] == "paused"

@@ -54,6 +54,7 @@ model's teacher-forced minus free-running accuracy.</p>
 </div>
 <div id="scores-chart"></div>
 <div id="gap-chart"></div>
+<div id="schedule-chart"></div>
 <h2>What the model believes along its own decode</h2>
 <p>One validation example decoded greedily, the model fed its own tokens. Each column is a position; each cell a
 candidate next token, shaded by its probability; the gold token is outlined, and the last row gives its

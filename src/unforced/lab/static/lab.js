@@ -7,6 +7,7 @@
   let jobId = null, source = null, paused = false, weightTimer = null;
   let points = {step: [], tf: [], fr: [], rfr: [], gap: []};
   let beliefs = null;
+  let schedule = {step: [], weight: []};  // w at every step: the slider's course, the schedule curve
 
   function width() { return Math.max(320, Math.min(1050, document.body.clientWidth - 20)); }
   const scoresChart = new uPlot({
@@ -20,14 +21,20 @@
     title: "exposure-bias gap (teacher-forced - free-running accuracy)", width: width(), height: 200,
     scales: {x: {time: false}}, series: [{label: "step"}, {label: "gap", stroke: "#d62728", width: 2}]},
     [[], []], $("gap-chart"));
+  const scheduleChart = new uPlot({
+    title: "reward weight w at each step (0 = cross-entropy, 1 = reward)", width: width(), height: 150,
+    scales: {x: {time: false}, y: {range: [0, 1]}}, series: [{label: "step"}, {label: "w", stroke: "#9467bd", width: 2}]},
+    [[], []], $("schedule-chart"));
 
   function draw() {
     scoresChart.setData([points.step, points.tf, points.fr, points.rfr]);
     gapChart.setData([points.step, points.gap]);
+    scheduleChart.setData([schedule.step, schedule.weight]);
     document.body.dataset.points = String(points.step.length);
   }
   function clear() {
-    points = {step: [], tf: [], fr: [], rfr: [], gap: []}; beliefs = null; drawBeliefs(); draw();
+    points = {step: [], tf: [], fr: [], rfr: [], gap: []}; schedule = {step: [], weight: []};
+    beliefs = null; drawBeliefs(); draw();
     $("gap").textContent = "-";
   }
   function say(text) { $("message").textContent = text || ""; }
@@ -75,6 +82,11 @@
 
   function handle(event) {
     if (event.type === "step") {
+      if (event.step > 0 && typeof event.reward_weight === "number") {
+        schedule.step.push(event.step); schedule.weight.push(event.reward_weight);
+        document.body.dataset.lastWeight = String(event.reward_weight);
+        if (!event.evaluated) scheduleChart.setData([schedule.step, schedule.weight]);
+      }
       addPoint(event);
       $("step").textContent = event.step; $("total").textContent = event.steps;
       $("speed").textContent = fmt(event.steps_per_second, 2);
@@ -186,6 +198,7 @@
   }
   window.addEventListener("resize", () => {
     scoresChart.setSize({width: width(), height: 300}); gapChart.setSize({width: width(), height: 200});
+    scheduleChart.setSize({width: width(), height: 150});
   });
   fromUrl(); setState("idle"); draw(); loadRuns();
   document.body.dataset.ready = "1";
