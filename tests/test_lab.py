@@ -305,3 +305,27 @@ def test_the_lab_command_binds_loopback_by_default_and_warns_beyond(monkeypatch,
     assert loud.exit_code == 0, loud.output
     assert (served[-1].host, served[-1].port) == ("0.0.0.0", 9000) and "warning" in loud.output
     assert runner.invoke(app, ["lab", "--port", "0"]).exit_code == 2  # out of range: a usage error
+
+
+def test_the_recovery_view_answers_an_edited_prefix(client):
+    job = client.post("/api/jobs", json={**SHORT, "steps": 10_000}).json()["id"]
+    assert client.patch(f"/api/jobs/{job}", json={"paused": True}).status_code == 200  # answered while paused too
+    response = client.post(f"/api/jobs/{job}/recovery", json={"position": 2, "token": "los"})
+    assert response.status_code == 200, response.text
+    views = response.json()["recovery"]
+    assert set(views) == {"teacher_forcing", "reinforce"}
+    for view in views.values():
+        width = len(view["gold"])
+        assert view["prefix"] == [view["gold"][0], "los"]
+        assert len(view["continuation"]) == len(view["matches"]) == width - 2
+        assert view["matches"] == [own == gold for own, gold in zip(view["continuation"], view["gold"][2:],
+                                                                     strict=True)]
+        back = view["steps_to_recover"]
+        assert back is None or all(view["matches"][back:])
+    for body, field in (({"position": 1, "token": "no-such-word"}, "token"), ({"position": 999, "token": "los"},
+                                                                               "position"),
+                        ({"position": 0, "token": "los"}, "position"), ({"position": 2}, "token")):
+        refused = client.post(f"/api/jobs/{job}/recovery", json=body)
+        assert refused.status_code == 422 and refused.json()["message"].startswith(f"{field}:"), refused.text
+    client.delete(f"/api/jobs/{job}")
+    assert client.post(f"/api/jobs/{job}/recovery", json={"position": 2, "token": "los"}).status_code == 404

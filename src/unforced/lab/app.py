@@ -6,6 +6,7 @@
     GET    /api/jobs/{id}           the job's state
     GET    /api/jobs/{id}/events    server-sent events, one JSON object each (jobs.py says which keys)
     PATCH  /api/jobs/{id}           {"reward_weight"} and/or {"paused"}
+    POST   /api/jobs/{id}/recovery  {"position", "token"}: the recovery view of both models (beliefs.py)
     DELETE /api/jobs/{id}           stop the job (reset); its run directory stays
     GET    /api/runs                the run directories under the lab's runs folder
     GET    /api/runs/{name}         a listed run's curves replayed from its metrics.jsonl
@@ -83,6 +84,15 @@ class JobUpdate(BaseModel):
 
     reward_weight: float | None = Field(None, ge=0.0, le=1.0, allow_inf_nan=False)
     paused: Annotated[bool, Field(strict=True)] | None = None
+
+
+class RecoveryRequest(BaseModel):
+    """POST /api/jobs/{id}/recovery: edit the gold prefix's token at `position` (1-based) to `token`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    position: Integer = Field(ge=1, le=1000)
+    token: str = Field(min_length=1, max_length=100)
 
 
 def field_message(errors: list[dict]) -> str:
@@ -219,6 +229,19 @@ def create_app(runs_root: Path | str = "lab-runs", max_jobs: int = 2, max_body_b
         job = job_or_404(job_id)
         jobs.remove(job.id)
         return {"id": job.id, "state": job.state}
+
+    @app.post("/api/jobs/{job_id}/recovery")
+    async def recovery(job_id: str, edit: RecoveryRequest):
+        job = job_or_404(job_id)
+        if not job.live:
+            raise HTTPException(409, f"job {job_id} is not training ({job.state})")
+        question = job.ask(edit.position, edit.token)
+        if not await asyncio.to_thread(question.answered.wait, 60.0):
+            raise HTTPException(504, "the worker did not answer within 60 s")
+        if question.error is not None:
+            status = 409 if question.error.startswith("the job") else 422
+            raise HTTPException(status, question.error)
+        return {"recovery": question.result}
 
     @app.get("/api/jobs/{job_id}/events")
     async def events(job_id: str, request: Request):

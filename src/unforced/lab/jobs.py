@@ -37,7 +37,7 @@ import yaml
 from unforced.diagnostics import evaluate
 from unforced.errors import UnforcedError
 from unforced.experiment import TEST_BEAM_SIZE, results_signature, signature
-from unforced.lab.beliefs import free_running_beliefs
+from unforced.lab.beliefs import free_running_beliefs, recovery_view
 from unforced.models import ModelConfig, build_model
 from unforced.runfiles import append_metrics, atomic_write_text, claim_run_directory
 from unforced.strategies import make_strategy
@@ -58,6 +58,17 @@ REWARD_OPTIONS = {"temperature": 0.5, "samples": 4}
 CROSS_ENTROPY_TAG, REWARD_TAG = "teacher_forcing", "reinforce"
 TERMINAL_EVENTS = ("done", "stopped", "error")
 EVENTS_KEPT = 20000  # events a job keeps for late subscribers (bounded memory; ~30 min at 10 rounds a second)
+
+
+@dataclass
+class RecoveryQuestion:
+    """A recovery-view request, answered by the worker between two steps (never while a model trains)."""
+
+    position: int
+    token: str
+    answered: threading.Event = field(default_factory=threading.Event)
+    result: dict | None = None
+    error: str | None = None
 
 
 class Stopped(Exception):
@@ -108,6 +119,20 @@ class Lockstep:
                     break
             self.condition.notify_all()
 
+    def ask(self, position: int, token: str) -> RecoveryQuestion:
+        question = RecoveryQuestion(position, token)
+        with self.condition:
+            self.questions.append(question)
+            self.condition.notify_all()
+        return question
+
+    def drop_questions(self, reason: str) -> None:
+        with self.condition:
+            pending, self.questions = self.questions, []
+        for question in pending:
+            question.error = reason
+            question.answered.set()
+
     def stop(self) -> None:
         with self.condition:
             self.stopped = True
@@ -130,6 +155,7 @@ class Job:
     sequence: int = 0
     error: str | None = None
     ended: bool = False  # the worker published its last event (done, stopped or error)
+    questions: list = field(default_factory=list)  # RecoveryQuestion, oldest first
     condition: threading.Condition = field(default_factory=threading.Condition)
     lockstep: Lockstep = field(default_factory=lambda: Lockstep(2))
     thread: threading.Thread | None = None
@@ -165,6 +191,20 @@ class Job:
             if self.live:
                 self.state = "paused" if paused else "running"
             self.condition.notify_all()
+
+    def ask(self, position: int, token: str) -> RecoveryQuestion:
+        question = RecoveryQuestion(position, token)
+        with self.condition:
+            self.questions.append(question)
+            self.condition.notify_all()
+        return question
+
+    def drop_questions(self, reason: str) -> None:
+        with self.condition:
+            pending, self.questions = self.questions, []
+        for question in pending:
+            question.error = reason
+            question.answered.set()
 
     def stop(self) -> None:
         with self.condition:
@@ -256,6 +296,17 @@ def run_job(job: Job) -> None:
             last_scores["beliefs"] = {tag: free_running_beliefs(model, task, task.valid[0], limits)
                                       for tag, model in models.items()}
 
+        def answer_questions() -> None:
+            while job.questions:
+                with job.condition:
+                    question = job.questions.pop(0)
+                try:
+                    question.result = {tag: recovery_view(model, task, task.valid[0], limits, question.position,
+                                                          question.token) for tag, model in models.items()}
+                except UnforcedError as error:
+                    question.error = str(error)
+                question.answered.set()
+
         def round_done(step: int) -> None:
             """After both models took step `step` (0: before training): evaluate when due, publish, pause."""
             evaluated = step == 0 or step % settings.eval_every == 0 or step == settings.steps
@@ -271,10 +322,15 @@ def run_job(job: Job) -> None:
                          "steps_per_second": speed,
                          "eta_seconds": (settings.steps - step) / speed if step else None,
                          "elapsed_seconds": elapsed})
+            answer_questions()
             with job.condition:
                 if job.paused and job.live:
                     job.publish({"type": "paused", "step": step})
-                job.condition.wait_for(lambda: not job.paused or not job.live)
+                while True:  # paused: the recovery view still answers
+                    job.condition.wait_for(lambda: not job.paused or not job.live or bool(job.questions))
+                    if not job.questions or not job.live:
+                        break
+                    answer_questions()
             if not job.live:
                 raise Stopped
             # The slider's value takes effect at the reward-blended model's next step.
@@ -330,6 +386,8 @@ def run_job(job: Job) -> None:
         job.error, job.state = f"internal error: {type(error).__name__}: {error}", "error"
         job.publish({"type": "error", "message": job.error})
         raise
+    finally:
+        job.drop_questions("the job is no longer training")
 
 
 def write_results(job: Job, task, models: dict, summaries: dict, limits: dict, base_signature: dict) -> None:
@@ -402,5 +460,5 @@ class Jobs:
                 job.thread.join(timeout)
 
 
-__all__ = ["MODEL_SIZES", "TASK_OPTIONS", "Job", "JobLimitError", "JobSettings", "Jobs", "Lockstep", "replay", "run_job",
+__all__ = ["MODEL_SIZES", "TASK_OPTIONS", "Job", "JobLimitError", "JobSettings", "Jobs", "Lockstep", "RecoveryQuestion", "replay", "run_job",
            "scores"]
