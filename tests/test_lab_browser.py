@@ -99,6 +99,12 @@ def test_train_watch_the_curves_move_the_slider_pause_and_reset(lab, browser, tm
     page.wait_for_function(f"Number(document.body.dataset.points || 0) > {shown}", timeout=60_000)
     assert float(page.evaluate("document.body.dataset.lastRewardFr")) >= 0.0
 
+    page.fill("#recovery-position", "2")  # the recovery view answers an edited prefix
+    page.fill("#recovery-token", "los")
+    page.click("#recover")
+    page.wait_for_function("document.body.dataset.recovered === '1'", timeout=30_000)
+    assert "cross-entropy" in page.text_content("#recovery") and "los" in page.text_content("#recovery")
+
     shot = tmp_path / "lab.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000

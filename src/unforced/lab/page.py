@@ -62,6 +62,13 @@ probability. <label>model <select id="beliefs-model"><option value="teacher_forc
 <option value="reinforce">reward-blended</option></select></label></p>
 <p id="beliefs-source"></p>
 <div id="heatmap" style="overflow-x:auto"></div>
+<h2>Recovery: edit one token of the gold prefix</h2>
+<div class="controls">
+ <label>position <input id="recovery-position" type="number" min="1" value="2" style="width:4em"></label>
+ <label>token <input id="recovery-token" type="text" value="los" style="width:8em"></label>
+ <button id="recover">Edit and continue</button>
+</div>
+<div id="recovery"></div>
 <div class="controls">
  <label>finished runs <select id="runs"></select></label> <button id="open-run">Replay</button>
 </div>

@@ -171,6 +171,24 @@
     }, 100);
   }
 
+  // The recovery view: both models continue on their own after the edited prefix; gold matches are marked.
+  async function recover() {
+    if (!jobId) { say("press Train first: the recovery view asks the models being trained"); return; }
+    try {
+      const body = {position: Number($("recovery-position").value), token: $("recovery-token").value};
+      const answer = await call("POST", "/api/jobs/" + jobId + "/recovery", body);
+      const names = {teacher_forcing: "cross-entropy", reinforce: "reward-blended"};
+      $("recovery").innerHTML = Object.entries(answer.recovery).map(([tag, view]) =>
+        "<p><b>" + names[tag] + "</b>: " + escape(view.prefix.join(" ")) + " | " +
+        view.continuation.map((word, i) => view.matches[i] ? escape(word) :
+                              '<span style="color:#d62728">' + escape(word) + "</span>").join(" ") +
+        " &mdash; " + (view.steps_to_recover === null ? "not back on gold" :
+                       "back on gold after " + view.steps_to_recover + " step(s)") + "</p>").join("") +
+        "<p>gold: " + escape(Object.values(answer.recovery)[0].gold.join(" ")) + "</p>";
+      document.body.dataset.recovered = "1";
+    } catch (error) { say(error.message); }
+  }
+
   async function loadRuns() {
     try {
       const data = await call("GET", "/api/runs");
@@ -192,6 +210,7 @@
   $("reward-weight").addEventListener("input", weightChanged);
   $("open-run").addEventListener("click", replay);
   $("beliefs-model").addEventListener("change", drawBeliefs);
+  $("recover").addEventListener("click", recover);
   for (const name of fields) $(name).addEventListener("change", toUrl);
   for (const button of document.querySelectorAll("[data-preset]")) {
     button.addEventListener("click", () => { $("reward-weight").value = button.dataset.preset; weightChanged(); });
