@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from unforced.lab.app import create_app
 from unforced.lab.cli import is_loopback
-from unforced.lab.jobs import Lockstep, Stopped
+from unforced.lab.job import Lockstep, Stopped
 from unforced.runfiles import read_metrics
 
 # The smallest job that shows every kind of event: tiny model, few steps, small evaluations.

@@ -36,7 +36,8 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from unforced.diagnostics.suite import clean_json
-from unforced.lab.jobs import MODEL_SIZES, JobLimitError, Jobs, JobSettings, replay
+from unforced.lab.job import JobSettings
+from unforced.lab.jobs import MODEL_SIZES, JobLimitError, Jobs, replay
 from unforced.lab.page import lab_page
 from unforced.runfiles import read_metrics
 from unforced.tasks import TASKS
