@@ -29,7 +29,12 @@ run: $(VENV)/.installed data
 quick:
 	$(MAKE) run RUN_ARGS=--quick
 
-test: $(VENV)/.installed-dev data
+# The lab's browser tests drive Debian's chromium (never a downloaded browser).
+$(VENV)/.chromium: | $(BIN)/python
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+	touch $@
+
+test: $(VENV)/.installed-dev $(VENV)/.chromium data
 	UNFORCED_REAL_DATA=1 $(BIN)/python -m pytest
 	$(BIN)/ruff check src tests benchmarks
 

@@ -558,6 +558,11 @@ from unforced.observation.cli import clicks_app, specimens_app  # noqa: E402  (a
 app.add_typer(clicks_app, name="clicks")
 app.add_typer(specimens_app, name="specimens")
 
+# The lab: a local web page that trains in front of the user (docs/lab.md).
+from unforced.lab.cli import lab  # noqa: E402
+
+app.command()(lab)
+
 
 def main() -> None:
     try:
