@@ -31,7 +31,8 @@ from pathlib import Path
 
 from unforced.errors import UnforcedError
 from unforced.tasks.base import Task
-from unforced.tasks.emoji import COLOURS, Painter, default_cache_dir, emoji_names, obtain_font
+from unforced.tasks.cache import default_cache_dir
+from unforced.tasks.emoji import COLOURS, Painter, emoji_names, obtain_font
 from unforced.tasks.manifests import manifest_task
 
 FORMAT_VERSION = 1  # bump when drawing or captions change, so stale corpora are rebuilt under a new name

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from unforced.errors import UnforcedError
+from unforced.tasks.cache import default_cache_dir
 
 if TYPE_CHECKING:
     from unforced.tasks.captions import Scene
@@ -36,12 +37,6 @@ EXCLUDED_WORDS = frozenset(
 COLOURS = {"red": (214, 39, 40), "blue": (31, 90, 220), "green": (44, 160, 44), "yellow": (245, 205, 30),
            "purple": (140, 70, 190), "orange": (250, 135, 20), "pink": (245, 150, 200), "white": (245, 245, 245),
            "black": (25, 25, 25), "grey": (128, 128, 128)}
-
-def default_cache_dir() -> Path:
-    """`$UNFORCED_CACHE` if set, else `~/.cache/unforced`."""
-    configured = os.environ.get("UNFORCED_CACHE")
-    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "unforced"
-
 
 def obtain_font(cache_dir: Path | str | None = None) -> Path:
     """NotoColorEmoji.ttf, unpacked from Debian's package into `cache_dir/fonts-noto-color-emoji` if absent.

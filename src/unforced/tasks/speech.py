@@ -41,7 +41,7 @@ import numpy as np
 
 from unforced.errors import UnforcedError
 from unforced.tasks.base import Task
-from unforced.tasks.sword import default_cache_dir
+from unforced.tasks.cache import default_cache_dir
 
 PACKAGES = ("espeak-ng", "espeak-ng-data", "libespeak-ng1", "libpcaudio0", "libsonic0")
 SAMPLE_RATE = 16000

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from unforced.errors import UnforcedError
+from unforced.tasks.cache import default_cache_dir
 
 PACKAGES = ("sword-text-kjv", "sword-text-sparv")
 # Module ids, the current Debian ones first; older releases shipped the short ids.
@@ -52,12 +53,6 @@ class VersePair:
     verse: int
     english: str
     spanish: str
-
-
-def default_cache_dir() -> Path:
-    """`$UNFORCED_CACHE` if set, else `~/.cache/unforced`."""
-    configured = os.environ.get("UNFORCED_CACHE")
-    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "unforced"
 
 
 def obtain_modules(cache_dir: Path | None = None) -> Path:
