@@ -146,6 +146,7 @@ def test_the_event_stream_gives_step_events_and_writes_a_run(client, tmp_path):
             assert 0.0 <= abs(event[key]) <= 1.0
         assert event["gap"] == pytest.approx(event["tf_score"] - event["fr_score"])
         assert event["reward_weight"] == 0.5
+        assert event["reward_from_step"] == 0  # above 0 from the start: blended from the first step
     for event in steps:  # the heat map rides on evaluated events only
         assert ("beliefs" in event) == event["evaluated"]
     for beliefs in steps[-1]["beliefs"].values():
@@ -222,6 +223,35 @@ def test_the_slider_takes_effect_at_the_next_step(client, tmp_path):
               for record in read_metrics(tmp_path / "runs" / job["run_dir"] / "metrics.jsonl")
               if record.get("strategy") == "reinforce" and "rl_weight" in record}
     assert logged[paused_at + 1] == 0.0 and all(logged[s] == 0.5 for s in logged if s <= paused_at)
+
+
+def test_the_reward_model_follows_the_cross_entropy_one_until_the_slider_leaves_0(client, tmp_path):
+    job = client.post("/api/jobs", json={**SHORT, "reward_weight": 0.0, "steps": 40, "eval_every": 1}).json()
+    seen, paused_at = [], None
+    with client.stream("GET", f"/api/jobs/{job['id']}/events") as stream:
+        for line in stream.iter_lines():
+            if not line.startswith("data: "):
+                continue
+            event = json.loads(line[len("data: "):])
+            seen.append(event)
+            if event["type"] == "step" and event["step"] == 3:
+                client.patch(f"/api/jobs/{job['id']}", json={"paused": True})
+            if event["type"] == "paused":
+                paused_at = event["step"]
+                client.patch(f"/api/jobs/{job['id']}", json={"reward_weight": 1.0, "paused": False})
+    assert seen[-1]["type"] == "done" and paused_at is not None and 3 <= paused_at < 40
+    steps = [event for event in seen if event["type"] == "step"]
+    assert all(event["reward_from_step"] is None for event in steps if event["step"] <= paused_at)
+    assert all(event["reward_from_step"] == paused_at for event in steps if event["step"] > paused_at)
+    # While w is 0 the reward-blended model is the cross-entropy one: every validation figure is the same.
+    figures: dict[int, dict] = {}
+    run_dir = tmp_path / "runs" / job["run_dir"]
+    for record in read_metrics(run_dir / "metrics.jsonl"):
+        if isinstance(record.get("eval"), dict):
+            figures.setdefault(record["step"], {})[record["strategy"]] = record["eval"]
+    assert all(figures[step]["teacher_forcing"] == figures[step]["reinforce"] for step in range(paused_at + 1))
+    assert figures[40]["teacher_forcing"]["tf_nll"] != figures[40]["reinforce"]["tf_nll"]  # then it went its way
+    assert json.loads((run_dir / "results.json").read_text())["lab"]["reward_from_step"] == paused_at
 
 
 def test_reset_stops_a_running_job(client):

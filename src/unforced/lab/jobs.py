@@ -2,7 +2,11 @@
 
 A job trains, from the same seed and batches, a cross-entropy model (teacher forcing) and a reward-blended model
 (SCST, `reinforce`, with loss = (1 - w) CE + w RL and w the lab's `reward_weight`, which the user may change at
-any step). Each model has its own Trainer, in its own thread; the two threads take strict turns, one optimizer
+any step). Until that weight is first raised above 0, the reward-blended model follows the cross-entropy model
+exactly: after each of its steps it takes a copy of the cross-entropy model's weights and optimizer state, so when
+the slider first leaves 0 the reward phase warm-starts from the cross-entropy model as trained so far (as the
+`recommended` chain warm-starts SCST; SCST from scratch does not learn). A job started above 0 blends from its first
+step. Each model has its own Trainer, in its own thread; the two threads take strict turns, one optimizer
 step each (`Lockstep`), so the global random generator is drawn in one fixed order and a job replays exactly.
 After each round (one step of both) an event is published; every `eval_every` rounds (and before the first)
 both models are evaluated on validation pairs (`diagnostics.evaluate`) and the event carries:
@@ -22,6 +26,7 @@ has finished, results.json with the test figures: `unforced report` and `unforce
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import threading
@@ -119,6 +124,10 @@ def run_job(job: Job) -> None:
         metrics_path = out / "metrics.jsonl"
         last_scores: dict = {}
         records: dict[str, dict] = {}
+        trainers: dict[str, Trainer] = {}
+        # The step after which the reward-blended model stopped following the cross-entropy model (0: it never
+        # followed, the weight was above 0 from the start; None: it still follows).
+        warm = {"from_step": 0 if strategies[REWARD_TAG].config.rl_weight > 0 else None}
         started = time.perf_counter()
 
         def validate(step: int) -> None:
@@ -155,6 +164,7 @@ def run_job(job: Job) -> None:
             shown = last_scores if evaluated else {k: v for k, v in last_scores.items() if k != "beliefs"}
             job.publish({"type": "step", "step": step, "steps": settings.steps, "evaluated": evaluated,
                          **shown, "reward_weight": strategies[REWARD_TAG].config.rl_weight,
+                         "reward_from_step": warm["from_step"],
                          "loss": records.get(CROSS_ENTROPY_TAG, {}).get("loss"), "reward_loss": record.get("loss"),
                          "steps_per_second": speed,
                          "eta_seconds": (settings.steps - step) / speed if step else None,
@@ -172,11 +182,22 @@ def run_job(job: Job) -> None:
                 raise Stopped
             # The slider's value takes effect at the reward-blended model's next step.
             strategies[REWARD_TAG].config.rl_weight = job.reward_weight
+            if warm["from_step"] is None and job.reward_weight > 0:
+                warm["from_step"] = step  # the reward phase starts from the cross-entropy model of this step
+
+        def follow() -> None:
+            """Until the weight first leaves 0: the reward-blended model becomes the cross-entropy model again
+            (weights and AdamW state, deep-copied so the two optimizers never share a tensor)."""
+            models[REWARD_TAG].load_state_dict(models[CROSS_ENTROPY_TAG].state_dict())
+            trainers[REWARD_TAG].optimizer.load_state_dict(
+                copy.deepcopy(trainers[CROSS_ENTROPY_TAG].optimizer.state_dict()))
 
         def train(party: int, tag: str) -> None:
             def progress(record: dict) -> None:
                 records[tag] = record
                 if party == 1:
+                    if warm["from_step"] is None:
+                        follow()
                     round_done(record["step"])
                 job.lockstep.hand_over(party)
                 job.lockstep.wait_for(party)
@@ -184,6 +205,7 @@ def run_job(job: Job) -> None:
             identity = {"model_config": dataclasses.asdict(model_config), "strategy": tag, "task": task.name}
             trainer = Trainer(models[tag], task, strategies[tag], train_config, out / "checkpoints" / tag,
                               metrics_path, tag=tag, identity=identity, limits=limits, progress=progress)
+            trainers[tag] = trainer
             try:
                 job.lockstep.wait_for(party)
                 summaries[tag] = trainer.fit()
@@ -211,7 +233,7 @@ def run_job(job: Job) -> None:
             raise failures[0]
         if not job.live:
             raise Stopped
-        write_results(job, task, models, summaries, limits, resolved["signature"])
+        write_results(job, task, models, summaries, limits, resolved["signature"], warm["from_step"])
         job.state = "done"
         job.publish({"type": "done", "step": settings.steps, "run_dir": out.name})
     except Stopped:
@@ -227,11 +249,15 @@ def run_job(job: Job) -> None:
         job.drop_questions("the job is no longer training")
 
 
-def write_results(job: Job, task, models: dict, summaries: dict, limits: dict, base_signature: dict) -> None:
-    """results.json of the finished job: each model's test figures (the results contract)."""
+def write_results(job: Job, task, models: dict, summaries: dict, limits: dict, base_signature: dict,
+                  reward_from_step: int | None = 0) -> None:
+    """results.json of the finished job: each model's test figures (the results contract). `reward_from_step`:
+    the step of the cross-entropy model the reward-blended one warm-started from (0: none; None: the weight never
+    left 0, so the two are one model)."""
     settings = job.settings
     results = {"task": task.name, "seed": settings.seed, "task_settings": task.settings,
-               "signature": base_signature, "strategies": {}, "lab": {"reward_weight": job.reward_weight}}
+               "signature": base_signature, "strategies": {},
+               "lab": {"reward_weight": job.reward_weight, "reward_from_step": reward_from_step}}
     for tag, model in models.items():
         figures = evaluate(model, task, "test", limit=settings.test_limit, limits=limits,
                            beam_size=TEST_BEAM_SIZE)
