@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from unforced.errors import UnforcedError
-from unforced.tasks import sword
+from unforced.tasks import cache, sword
 from unforced.tasks.sword import VersePair, bible_pairs, obtain_modules, plain_text, read_module
 
 # Index slots worked out by hand from the KJV verse table, independently of the reader's own layout code:
@@ -168,12 +168,12 @@ def test_obtain_modules_uses_an_existing_extraction(tmp_path: Path, monkeypatch:
     def no_download(*_: object, **__: object) -> None:
         raise AssertionError("nothing should be downloaded")
 
-    monkeypatch.setattr(sword.subprocess, "run", no_download)
+    monkeypatch.setattr(cache.subprocess, "run", no_download)
     assert obtain_modules(tmp_path) == library
 
 
 def test_missing_tools_give_a_one_line_way_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sword.shutil, "which", lambda _: None)
+    monkeypatch.setattr(cache.shutil, "which", lambda _: None)
     with pytest.raises(UnforcedError) as error:
         obtain_modules(tmp_path)
     message = str(error.value)

@@ -8,16 +8,12 @@ glyph at 109 px, the font's one bitmap size, with `embedded_color=True`; we crop
 from __future__ import annotations
 
 import math
-import os
-import shutil
-import subprocess
-import tempfile
 import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from unforced.errors import UnforcedError
-from unforced.tasks.cache import default_cache_dir
+from unforced.tasks.cache import default_cache_dir, unpack_packages
 
 if TYPE_CHECKING:
     from unforced.tasks.captions import Scene
@@ -45,31 +41,8 @@ def obtain_font(cache_dir: Path | str | None = None) -> Path:
     never taken for a finished one."""
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     target = cache_dir / PACKAGE
-    if (target / FONT_FILE).is_file():
-        return target / FONT_FILE
-    for tool in ("apt-get", "dpkg-deb"):
-        if shutil.which(tool) is None:
-            raise UnforcedError(_how_to_get(f"{tool} not found", cache_dir))
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".emoji-", dir=cache_dir) as scratch:
-        work = Path(scratch)
-        download = ["apt-get", "download", PACKAGE]
-        if subprocess.run(download, cwd=work, capture_output=True, text=True).returncode != 0:
-            if os.geteuid() == 0:  # a fresh container has empty package lists: update once, then try again
-                subprocess.run(["apt-get", "update"], capture_output=True, text=True)
-            _run(download, work, cache_dir)
-        staging = work / "root"
-        for deb in sorted(work.glob("*.deb")):
-            _run(["dpkg-deb", "-x", str(deb), str(staging)], work, cache_dir)
-        if not (staging / FONT_FILE).is_file():
-            raise UnforcedError(_how_to_get(f"the package holds no {FONT_FILE.name}", cache_dir))
-        if target.exists():
-            shutil.rmtree(target)  # an incomplete tree left by hand: replace it whole
-        try:
-            staging.rename(target)
-        except OSError:
-            if not (target / FONT_FILE).is_file():  # else another process finished first, which is fine
-                raise
+    unpack_packages(lambda: [PACKAGE], target, lambda root: (root / FONT_FILE).is_file(),
+                    lambda reason: _how_to_get(reason, cache_dir), f"the package holds no {FONT_FILE.name}")
     return target / FONT_FILE
 
 
@@ -77,14 +50,6 @@ def _how_to_get(reason: str, cache_dir: Path) -> str:
     return (f"cannot fetch the emoji font ({reason}): run `apt-get download {PACKAGE}` and `dpkg-deb -x "
             f"<package>.deb {cache_dir / PACKAGE}`, or set UNFORCED_CACHE to a folder that holds it; a caption "
             "manifest of your own (`--task my_captions.jsonl`) needs no font")
-
-
-def _run(command: list[str], cwd: Path, cache_dir: Path) -> None:
-    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
-    if result.returncode != 0:
-        lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
-        reason = ([line for line in lines if line.startswith("E:")] or lines or [f"exit {result.returncode}"])[-1]
-        raise UnforcedError(_how_to_get(f"`{' '.join(command)}` failed: {reason}", cache_dir))
 
 
 def emoji_names(font_path: Path) -> dict[int, str]:

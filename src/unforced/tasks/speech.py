@@ -26,10 +26,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import wave
 from collections.abc import Callable
@@ -41,7 +39,7 @@ import numpy as np
 
 from unforced.errors import UnforcedError
 from unforced.tasks.base import Task
-from unforced.tasks.cache import default_cache_dir
+from unforced.tasks.cache import default_cache_dir, unpack_packages
 
 PACKAGES = ("espeak-ng", "espeak-ng-data", "libespeak-ng1", "libpcaudio0", "libsonic0")
 SAMPLE_RATE = 16000
@@ -89,31 +87,9 @@ def obtain_espeak(cache_dir: Path | None = None) -> Espeak:
     target = cache_dir / "espeak-ng"
     if (found := _espeak_under(target)) is not None:
         return found
-    for tool in ("apt-get", "apt-cache", "dpkg-deb", "dpkg-query"):
-        if shutil.which(tool) is None:
-            raise UnforcedError(_how_to_get(f"{tool} not found", cache_dir))
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".espeak-", dir=cache_dir) as scratch:
-        work = Path(scratch)
-        packages = _missing_closure(PACKAGES, cache_dir)
-        download = ["apt-get", "download", *packages]
-        result = subprocess.run(download, cwd=work, capture_output=True, text=True)
-        if result.returncode != 0:
-            if "Unable to locate package" in result.stderr and os.geteuid() == 0:
-                subprocess.run(["apt-get", "update"], capture_output=True, text=True)  # a fresh container
-            _run(download, work, cache_dir)
-        staging = work / "root"
-        for deb in sorted(work.glob("*.deb")):
-            _run(["dpkg-deb", "-x", str(deb), str(staging)], work, cache_dir)
-        if _espeak_under(staging) is None:
-            raise UnforcedError(_how_to_get("the unpacked espeak-ng does not run", cache_dir))
-        if target.exists():
-            shutil.rmtree(target)  # an incomplete tree left by hand: replace it whole
-        try:
-            staging.rename(target)
-        except OSError:
-            if _espeak_under(target) is None:  # else another process finished first, which is fine
-                raise
+    unpack_packages(lambda: _missing_closure(PACKAGES, cache_dir), target,
+                    lambda root: _espeak_under(root) is not None, lambda reason: _how_to_get(reason, cache_dir),
+                    "the unpacked espeak-ng does not run", tools=("apt-get", "apt-cache", "dpkg-deb", "dpkg-query"))
     found = _espeak_under(target)
     if found is None:
         raise UnforcedError(_how_to_get("the unpacked espeak-ng does not run", cache_dir))
@@ -175,14 +151,6 @@ def _how_to_get(reason: str, cache_dir: Path) -> str:
     return (f"cannot get espeak-ng for the speech corpus ({reason}): run `apt-get download {' '.join(PACKAGES)}` "
             f"(and their missing dependencies) and `dpkg-deb -x <package>.deb {cache_dir / 'espeak-ng'}` for each, "
             "or give the task a manifest of your own audio")
-
-
-def _run(command: list[str], cwd: Path, cache_dir: Path) -> None:
-    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
-    if result.returncode != 0:
-        lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
-        reason = ([line for line in lines if line.startswith("E:")] or lines or [f"exit {result.returncode}"])[-1]
-        raise UnforcedError(_how_to_get(f"`{' '.join(command)}` failed: {reason}", cache_dir))
 
 
 # --- the grammar ----------------------------------------------------------------------------------------------

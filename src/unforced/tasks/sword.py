@@ -17,9 +17,7 @@ import html
 import json
 import os
 import re
-import shutil
 import struct
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from unforced.errors import UnforcedError
-from unforced.tasks.cache import default_cache_dir
+from unforced.tasks.cache import default_cache_dir, unpack_packages
 
 PACKAGES = ("sword-text-kjv", "sword-text-sparv")
 # Module ids, the current Debian ones first; older releases shipped the short ids.
@@ -62,35 +60,9 @@ def obtain_modules(cache_dir: Path | None = None) -> Path:
     extraction is never taken for a finished one.
     """
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    target = cache_dir / "sword"
-    library = target / "usr" / "share" / "sword"
-    if _has_modules(library):
-        return library
-    for tool in ("apt-get", "dpkg-deb"):
-        if shutil.which(tool) is None:
-            raise UnforcedError(_how_to_get(f"{tool} not found", cache_dir))
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".sword-", dir=cache_dir) as scratch:
-        work = Path(scratch)
-        download = ["apt-get", "download", *PACKAGES]
-        result = subprocess.run(download, cwd=work, capture_output=True, text=True)
-        if result.returncode != 0:
-            if "Unable to locate package" in result.stderr and os.geteuid() == 0:
-                # A fresh system (a container) has empty package lists: update once, then try again.
-                subprocess.run(["apt-get", "update"], capture_output=True, text=True)
-            _run(download, work, cache_dir)
-        staging = work / "root"
-        for deb in sorted(work.glob("*.deb")):
-            _run(["dpkg-deb", "-x", str(deb), str(staging)], work, cache_dir)
-        if not _has_modules(staging / "usr" / "share" / "sword"):
-            raise UnforcedError(_how_to_get("the packages hold no KJV or RV1909 module", cache_dir))
-        if target.exists() and not _has_modules(library):
-            shutil.rmtree(target)  # an incomplete tree left by hand: replace it whole
-        try:
-            staging.rename(target)
-        except OSError:
-            if not _has_modules(library):  # else another process finished first, which is fine
-                raise
+    library = cache_dir / "sword" / "usr" / "share" / "sword"
+    unpack_packages(lambda: PACKAGES, cache_dir / "sword", lambda root: _has_modules(root / "usr" / "share" / "sword"),
+                    lambda reason: _how_to_get(reason, cache_dir), "the packages hold no KJV or RV1909 module")
     return library
 
 
@@ -262,17 +234,6 @@ def _how_to_get(reason: str, cache_dir: Path) -> str:
         f"`dpkg-deb -x <package>.deb {cache_dir / 'sword'}` for each, or set UNFORCED_CACHE to a folder that "
         "holds them; `--task toy-translation` needs no data"
     )
-
-
-def _run(command: list[str], cwd: Path, cache_dir: Path) -> None:
-    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
-    if result.returncode != 0:
-        lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
-        # apt-get warns (W:) after its error (E:) line; the error is what the user needs to see.
-        reason = (
-            [line for line in lines if line.startswith("E:")] or lines or [f"exit {result.returncode}"]
-        )[-1]
-        raise UnforcedError(_how_to_get(f"`{' '.join(command)}` failed: {reason}", cache_dir))
 
 
 def _load_pairs(cache: Path) -> list[VersePair] | None:
