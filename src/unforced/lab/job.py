@@ -73,20 +73,6 @@ class Lockstep:
                     break
             self.condition.notify_all()
 
-    def ask(self, position: int, token: str) -> RecoveryQuestion:
-        question = RecoveryQuestion(position, token)
-        with self.condition:
-            self.questions.append(question)
-            self.condition.notify_all()
-        return question
-
-    def drop_questions(self, reason: str) -> None:
-        with self.condition:
-            pending, self.questions = self.questions, []
-        for question in pending:
-            question.error = reason
-            question.answered.set()
-
     def stop(self) -> None:
         with self.condition:
             self.stopped = True
