@@ -3,7 +3,7 @@ interleaved timing.
 
 - `provenance()`: commit (and whether the tree was dirty), CPU model, torch threads, load average, date, versions.
 - `goal(value, goal, lower_is_better=True)` -> {"value", "goal", "met"}; a benchmark's JSON carries
-  `goals: {name: goal(...)}`.
+  `goals: {name: goal(...)}`; `print_goals(goals)` says them on stderr.
 - `interleaved(variants, repeats, warmup)`: times each variant once per round, variants in a rotating order, so
   that a noisy neighbour lands on all of them alike and shows as spread rather than as a result. Returns
   `{name: {"median", "min", "max", "samples"}}` in milliseconds.
@@ -64,6 +64,15 @@ def goal(value: float, target: float, lower_is_better: bool = True) -> dict:
     met = value <= target if lower_is_better else value >= target
     return {"value": value, "goal": target, "met": bool(met),
             "direction": "at most" if lower_is_better else "at least"}
+
+
+def print_goals(goals: dict[str, dict]) -> None:
+    """One line per goal on stderr: its value, the bound, and whether it was met."""
+    import sys
+
+    for name, entry in goals.items():
+        print(f"{name}: {entry['value']:.4g} ({entry['direction']} {entry['goal']:g}, "
+              f"{'met' if entry['met'] else 'NOT met'})", file=sys.stderr)
 
 
 def summary(samples: list[float]) -> dict:

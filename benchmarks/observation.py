@@ -23,13 +23,12 @@ written first, untimed.
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from common import goal, interleaved, provenance
+from common import goal, interleaved, print_goals, provenance
 
 from unforced.observation.clicklog import read_log, read_policy, write_log, write_policy
 from unforced.observation.position_bias import (
@@ -178,9 +177,7 @@ def main(argv: list[str] | None = None) -> dict:
               "device": "cpu", "policy_value": value, "propensities": found, "life_tables": tables,
               "learning_to_rank": ltr, "speed": timed, "goals": goals}
     if not args.json:
-        for name, entry in goals.items():
-            print(f"{name}: {entry['value']:.4g} ({entry['direction']} {entry['goal']:g}, "
-                  f"{'met' if entry['met'] else 'NOT met'})", file=sys.stderr)
+        print_goals(goals)
     print(json.dumps(result, indent=2))
     return result
 

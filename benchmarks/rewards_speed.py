@@ -28,12 +28,11 @@ import importlib.util
 import json
 import random
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from common import goal, interleaved, provenance
+from common import goal, interleaved, print_goals, provenance
 
 from unforced.rewards import CiderD, _scorer, sentence_bleu
 from unforced.rewards.corpus import corpus_score
@@ -305,9 +304,7 @@ def main(argv: list[str] | None = None) -> dict:
         **scst_benchmark_keys(cider_batch, bleu),
     }
     if not args.json:
-        for name, entry in goals.items():
-            print(f"{name}: {entry['value']:.4g} ({entry['direction']} {entry['goal']:g}, "
-                  f"{'met' if entry['met'] else 'NOT met'})", file=sys.stderr)
+        print_goals(goals)
     print(json.dumps(result, indent=2))
     return result
 
