@@ -24,7 +24,7 @@ from unforced.errors import UnforcedError
 from unforced.measurement import (
     ENTRY,
     as_library_model,
-    longest,
+    measurement_limits,
     measurement_task,
     restore_rng_states,
     rng_states,
@@ -69,10 +69,7 @@ class GapMonitor:
             if self._task is None:
                 source = tokenizer if tokenizer is not self.tokenizer else (self.source_tokenizer or tokenizer)
                 self._task = measurement_task(self.data, source, tokenizer, self.metric, name="callback")
-                self._limits = longest(self._task, "test")
-                self._limits["max_target_len"] = min(self._limits["max_target_len"], wrapped.config.max_target_len)
-                if not self._limits["max_source_len"]:
-                    self._limits.pop("max_source_len")
+                self._limits = measurement_limits(self._task, wrapped)
             figures = evaluate(wrapped, self._task, "test", limits=self._limits)
         finally:
             model.train(training)

@@ -84,13 +84,12 @@ def measurement_task(data, source_tokenizer, target_tokenizer, metric: str = "bl
                 source_codec=source_codec)
 
 
-def longest(task: Task, split: str) -> dict:
-    source, target = 0, 0
-    for example in task.split(split):
-        if task.source_tokenizer is not None and isinstance(example.source, str):
-            source = max(source, len(task.source_tokenizer.encode(example.source)) + 1)
-        target = max(target, *(len(task.target_tokenizer.encode(r)) + 1 for r in example.references))
-    return {"max_source_len": source or None, "max_target_len": target}
+def measurement_limits(task: Task, model) -> dict:
+    """Truncation limits for measuring `model` on `task`: the task's longest source and target (`Task.longest`,
+    as a training run sets them), within what the model accepts."""
+    source, target = task.longest()
+    return {"max_source_len": min(source, model.config.max_source_len),
+            "max_target_len": min(target, model.config.max_target_len)}
 
 
 def rng_states() -> dict:
@@ -183,12 +182,7 @@ def measure(model, data, tokenizer=None, *, source_tokenizer=None, target_tokeni
     examples = task.split(split)
     if not examples:
         raise UnforcedError(f"{task.name}: the {split!r} split is empty")
-    limits = longest(task, split)
-    limits["max_target_len"] = min(limits["max_target_len"], wrapped.config.max_target_len)
-    if limits["max_source_len"]:
-        limits["max_source_len"] = min(limits["max_source_len"], wrapped.config.max_source_len)
-    else:
-        limits.pop("max_source_len")
+    limits = measurement_limits(task, wrapped)
     before = next(wrapped.parameters()).device
     target = distributed.choose_device(device) if device else before
     wrapped.to(target)
@@ -212,5 +206,5 @@ def measure(model, data, tokenizer=None, *, source_tokenizer=None, target_tokeni
                      results_signature(base, task, figures["metric"], [seed]))
 
 
-__all__ = ["GapReport", "as_library_model", "examples_of", "measure", "measurement_task", "restore_rng_states",
-           "rng_states"]
+__all__ = ["GapReport", "as_library_model", "examples_of", "measure", "measurement_limits", "measurement_task",
+           "restore_rng_states", "rng_states"]
