@@ -163,7 +163,7 @@ STRATEGIES = {
 TOP = {"task": st.one_of(st.integers(), containers, st.none()), "strategies": st.one_of(
     not_a_number, st.integers(), st.lists(st.integers(), min_size=1, max_size=2)),
     "preset": bad_choice(), "seed": bad_int(None), "test_limit": bad_int(None, optional=True),
-    "diagnostics_limit": bad_int(None), **{name: bad_mapping | st.none() for name in (
+    "diagnostics_limit": bad_int(None), "switch": bad_mapping, **{name: bad_mapping | st.none() for name in (
         "task_options", "strategy_options", "phase_train", "model", "train")}}
 unknown_key = st.text("abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=10).map(lambda s: "zz" + s)
 

@@ -9,7 +9,8 @@ gap of each, and write the run directory.
     <out>/report.html, <out>/figures/*.png
 
 A strategy entry is a registered name or a chain of phases (`a:2000>b:500`), each phase starting from the
-previous one's weights. A strategy that declares a warm start (`warm_start = True`), named alone, starts from the
+previous one's weights (with `switch` in the config, each phase but the last ends where validation stalls and
+hands on its best weights: switch.py). A strategy that declares a warm start (`warm_start = True`), named alone, starts from the
 model of the strategy it names (strategies.WARM_START_FROM by default) trained in the same run; its results entry
 records that name as `warm_start_from`. Nothing here knows a strategy by name: capabilities are tested with
 `isinstance` against strategies/base.py's Protocols.
@@ -51,6 +52,7 @@ from unforced.run_config import (  # noqa: F401  (re-exported: the run config be
     PRESETS,
     Phase,
     RunConfig,
+    entry_phases,
     parse_entry,
     resolve,
     strategy_options,
@@ -66,6 +68,7 @@ from unforced.runfiles import (
 )
 from unforced.strategies import STRATEGIES, make_strategy, warm_start_source
 from unforced.strategies.base import Observer, TaskBound
+from unforced.switch import Patience, SwitchConfig
 from unforced.tasks import get_task
 from unforced.train import TrainConfig, Trainer
 
@@ -134,7 +137,7 @@ def _run_experiment(config: RunConfig, out: Path, progress: Callable[[str, dict]
     A directory that already holds a run is continued only with `resume` (and the same settings), replaced only
     with `overwrite`; otherwise it is refused, so nothing written before is lost."""
     for entry in config.strategies:
-        parse_entry(entry, config.preset)
+        entry_phases(config, entry)
     if len(set(config.strategies)) != len(config.strategies):
         raise UnforcedError("a strategy entry is named twice")
     task_options, model_options, train_options = resolve(config)
@@ -151,14 +154,14 @@ def _run_experiment(config: RunConfig, out: Path, progress: Callable[[str, dict]
     limits = {"max_source_len": model_config.max_source_len, "max_target_len": model_config.max_target_len}
     out = Path(out)
     resolved = {"task": config.task, "task_options": task_options, "strategies": config.strategies,
-                "phases": {entry: [f"{p.strategy}:{p.steps or 'default'}" for p in parse_entry(entry, config.preset)]
+                "phases": {entry: [f"{p.strategy}:{p.steps or 'default'}" for p in entry_phases(config, entry)]
                            for entry in config.strategies},
                 "strategy_options": {name: strategy_options(config, name) for name in STRATEGIES},
                 "phase_train": {name: {**PRESETS[config.preset].get("phase_train", {}).get(name, {}),
                                        **(config.phase_train.get(name) or {})} for name in STRATEGIES},
                 "model": dataclasses.asdict(model_config),
                 "train": dataclasses.asdict(train_config), "preset": config.preset, "seed": config.seed,
-                "test_limit": config.test_limit, "signature": signature(train_config)}
+                "test_limit": config.test_limit, "switch": config.switch, "signature": signature(train_config)}
     main = distributed.is_main()
     if main:
         claim_run_directory(out, resolved, resume, overwrite, sections={"model": ModelConfig, "train": TrainConfig})
@@ -178,14 +181,17 @@ def _run_experiment(config: RunConfig, out: Path, progress: Callable[[str, dict]
         figures = evaluate(model, task, "valid", limit=train_config.eval_limit, limits=limits)
         return {k: figures[k] for k in ("tf_nll", "fr_nll", "gap_pct", "tf_token_acc", "fr_token_acc", "metric")}
 
+    switch = validate_config(SwitchConfig, dict(config.switch), prefix="switch") if config.switch else None
+    if switch is not None:
+        switch.check_task(task)
     context = _Context(task, config, train_config, model_config, out, metrics_path, limits, progress, validation,
-                       resume, shared_ends=_shared_ends(config, train_config))
+                       resume, shared_ends=_shared_ends(config, train_config), switch=switch)
     finished: dict[str, tuple[dict, float, int]] = {}  # weights, seconds and steps of each entry (warm starts)
     diagnostics = {"task": task.name, "split": "test", "limit": config.diagnostics_limit, "strategies": {}}
     results = {"task": task.name, "seed": config.seed, "task_settings": task.settings,
                "model": dataclasses.asdict(model_config), "signature": resolved["signature"], "strategies": {}}
     for entry in config.strategies:
-        phases = parse_entry(entry, config.preset)
+        phases = entry_phases(config, entry)
         torch.manual_seed(config.seed)
         model = build_model(model_config)
         seconds, steps_done = 0.0, 0
@@ -195,12 +201,25 @@ def _run_experiment(config: RunConfig, out: Path, progress: Callable[[str, dict]
             warm, seconds, steps_done = _warm_start(context, finished, source)
             model.load_state_dict(warm)
         alone = len(config.strategies) == 1 and len(phases) == 1 and not warm_start
-        reused = None
+        reused, switches = None, []
         for index, phase in enumerate(phases):
-            steps = phase.steps or (PRESETS[config.preset]["fine_tune_steps"] if warm_start else train_config.steps)
+            fine_tune = warm_start or index > 0
+            steps = phase.steps or (PRESETS[config.preset]["fine_tune_steps"] if fine_tune else train_config.steps)
             tag = entry if len(phases) == 1 else f"{entry}#{index + 1}:{phase.strategy}"
             # A run of one plain strategy keeps the contract's <out>/checkpoints/last.pt; several get a folder each.
             checkpoint_dir = out / "checkpoints" if alone else out / "checkpoints" / safe_name(tag)
+            if context.switch is not None and index < len(phases) - 1:  # ends on a validation stall: not shared
+                patience = Patience(context.switch, checkpoint_dir / "best.pt")
+                seconds += _train_phase(context, model, phase.strategy, steps, checkpoint_dir, tag, steps_done,
+                                        patience=patience)
+                best = patience.best_weights()
+                if best is not None:  # the next phase starts from the best evaluation's weights
+                    model.load_state_dict(best)
+                switches.append({"phase": tag, "global_step": steps_done + (patience.stopped_at or steps),
+                                 "best_global_step": steps_done + patience.best_step if patience.best_step else None,
+                                 **patience.summary()})
+                steps_done += patience.stopped_at or steps
+                continue
             if index == 0 and not warm_start:  # from scratch: shared with other entries that start the same way
                 phase_seconds, reused = _train_first_phase(context, model, phase.strategy, steps, checkpoint_dir,
                                                            tag)
@@ -217,6 +236,8 @@ def _run_experiment(config: RunConfig, out: Path, progress: Callable[[str, dict]
         figures["train_seconds"] = seconds
         figures["warm_start_from"] = source
         figures["reused_prefix"] = reused
+        if context.switch is not None and len(phases) > 1:
+            figures["switches"] = switches
         results["signature"] = results_signature(resolved["signature"], task, figures["metric"], [config.seed])
         figures["checkpoint"] = str((checkpoint_dir / "last.pt").relative_to(out))
         if main:
@@ -287,6 +308,7 @@ class _Context:
     validation: Callable
     resume: bool
     shared_ends: dict[str, set[int]] = dataclasses.field(default_factory=dict)  # strategy -> first-phase ends
+    switch: SwitchConfig | None = None  # a chain's phases (all but the last) end on a validation stall
     prefixes: dict[str, dict[int, tuple[Path, str]]] = dataclasses.field(default_factory=dict)
     # strategy -> {step: (checkpoint, tag of the entry that trained it)}, the first phases trained so far
 
@@ -299,9 +321,11 @@ def _shared_ends(config: RunConfig, train_config: TrainConfig) -> dict[str, set[
         return {}
     ends: dict[str, list[int]] = {}
     for entry in config.strategies:
-        phases = parse_entry(entry, config.preset)
+        phases = entry_phases(config, entry)
         if len(phases) == 1 and warm_start_source(phases[0].strategy) is not None:
             continue  # starts from another entry's weights, not from scratch
+        if len(phases) > 1 and config.switch is not None:
+            continue  # ends where its validation stalls, which no other entry's phase knows
         ends.setdefault(phases[0].strategy, []).append(phases[0].steps or train_config.steps)
     return {name: set(steps) for name, steps in ends.items() if len(steps) > 1}
 
@@ -314,10 +338,12 @@ def _phase_train_config(context: _Context, strategy_name: str, steps: int) -> Tr
 
 
 def _train_phase(context: _Context, model, strategy_name: str, steps: int, checkpoint_dir: Path, tag: str,
-                 step_offset: int, resume: bool | None = None, total: int | None = None) -> float:
+                 step_offset: int, resume: bool | None = None, total: int | None = None,
+                 patience: Patience | None = None) -> float:
     """Train `model` in place up to step `steps` of one strategy (continuing from the checkpoint in
     `checkpoint_dir` with `resume`, by default the run's --resume); returns the training seconds. `total` is the
-    phase's full length where this is one stretch of it (progress shows the whole phase)."""
+    phase's full length where this is one stretch of it (progress shows the whole phase). With `patience` the
+    phase ends early when validation stalls (switch.py)."""
     options = strategy_options(context.config, strategy_name)
     strategy = make_strategy(strategy_name, options, seed=context.config.seed)
     if isinstance(strategy, TaskBound):  # the task's decoder, its metric as a reward, its oracle
@@ -336,7 +362,7 @@ def _train_phase(context: _Context, model, strategy_name: str, steps: int, check
     trainer = Trainer(model, context.task, strategy, _phase_train_config(context, strategy_name, steps),
                       checkpoint_dir, context.metrics_path, tag=tag, identity=identity, limits=context.limits,
                       evaluate=context.validation, step_offset=step_offset,
-                      progress=report if progress else None)
+                      progress=report if progress else None, patience=patience)
     if context.resume if resume is None else resume:
         trainer.resume()
     return trainer.fit()["train_seconds"]

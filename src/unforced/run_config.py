@@ -83,6 +83,7 @@ class RunConfig:
     seed: int = 0
     test_limit: int | None = None
     diagnostics_limit: int = 100  # test pairs for the diagnostics written beside the results; 0 skips them
+    switch: dict | None = None  # {metric, patience[, mode, min_delta]}: a chain's phases end on a stall (switch.py)
 
     def __post_init__(self):
         if not 0 <= self.seed < 2**32:
@@ -93,6 +94,13 @@ class RunConfig:
             raise UnforcedError(f"config.diagnostics_limit must not be negative, got {self.diagnostics_limit}")
         if not self.strategies:
             raise UnforcedError("config.strategies names no strategy")
+        if self.switch is not None:
+            from unforced.switch import SwitchConfig
+
+            if not isinstance(self.switch, dict):
+                raise UnforcedError(f"config.switch must be a mapping such as {{metric: cider_d, patience: 3}}, got "
+                                    f"{type(self.switch).__name__}")
+            validate_config(SwitchConfig, dict(self.switch), prefix="switch")
         for name, options in self.phase_train.items():
             if name not in STRATEGIES:
                 raise UnforcedError(f"config.phase_train.{name}: no such strategy; known: {', '.join(STRATEGIES)}")
@@ -116,8 +124,10 @@ class Phase:
     steps: int | None
 
 
-def parse_entry(entry: str, preset: str = "default") -> list[Phase]:
-    """`name`, `recommended`, or `name:steps>name:steps>...` -> phases (a step count is required in a chain)."""
+def parse_entry(entry: str, preset: str = "default", switch: bool = False) -> list[Phase]:
+    """`name`, `recommended`, or `name:steps>name:steps>...` -> phases. A step count is required in a chain, unless
+    the run switches phases on a validation stall (`switch`): then a phase without one runs up to `train.steps`
+    (the first) or the preset's fine-tune budget (the others)."""
     if entry == "recommended":
         if preset not in PRESETS:
             raise UnforcedError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
@@ -134,9 +144,15 @@ def parse_entry(entry: str, preset: str = "default") -> list[Phase]:
         if steps is not None and int(steps) < 1:
             raise UnforcedError(f"strategy entry {entry!r}: steps must be at least 1")
         phases.append(Phase(name, int(steps) if steps else None))
-    if len(phases) > 1 and any(p.steps is None for p in phases):
-        raise UnforcedError(f"strategy chain {entry!r}: give every phase a step count (name:steps)")
+    if len(phases) > 1 and not switch and any(p.steps is None for p in phases):
+        raise UnforcedError(f"strategy chain {entry!r}: give every phase a step count (name:steps), or set "
+                            f"`switch` in the config to end each phase on a validation stall")
     return phases
+
+
+def entry_phases(config: RunConfig, entry: str) -> list[Phase]:
+    """The phases of one of `config`'s strategy entries."""
+    return parse_entry(entry, config.preset, switch=config.switch is not None)
 
 
 def resolve(config: RunConfig) -> tuple[dict, dict, dict]:

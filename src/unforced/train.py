@@ -6,6 +6,7 @@ writes (through runfiles.py):
 
     <checkpoint_dir>/last.pt     model, optimizer(s), step, every random state (written atomically)
     <metrics_path>               one JSON line per logged step and per evaluation
+    <checkpoint_dir>/best.pt     the best evaluation's weights, where the phase switches on a stall (switch.py)
 
 The model and every batch live on `config.device` (auto: CUDA where available); `config.precision` bf16 runs the
 loss under CUDA autocast. Checkpoints are read onto the CPU and moved.
@@ -82,7 +83,7 @@ class Trainer:
     def __init__(self, model, task: Task, strategy, config: TrainConfig, checkpoint_dir: Path,
                  metrics_path: Path, tag: str | None = None, identity: dict | None = None,
                  limits: dict | None = None, progress: Callable[[dict], None] | None = None,
-                 evaluate: Callable | None = None, step_offset: int = 0):
+                 evaluate: Callable | None = None, step_offset: int = 0, patience=None):
         if not task.train:
             raise UnforcedError(f"task {task.name!r} has no training pairs")
         distributed.setup()
@@ -98,6 +99,10 @@ class Trainer:
         self.progress = progress
         self.evaluate = evaluate
         self.step_offset = step_offset  # steps trained before this phase (warm start, earlier phases of a chain)
+        self.patience = patience  # switch.Patience: stops the phase when validation stalls (a chain's switch)
+        if patience is not None and not (evaluate and config.eval_every):
+            raise UnforcedError("a phase that switches on a validation stall needs validation: set "
+                                "train.eval_every above 0")
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate,
                                            weight_decay=config.weight_decay)
         self.step = 0
@@ -138,6 +143,7 @@ class Trainer:
                  "extra_optimizers": {name: optimizer.state_dict()
                                       for name, optimizer in self._extra_optimizers().items()},
                  "strategy_state": strategy_state, "torch_rng": torch.get_rng_state(),
+                 "patience": self.patience.state_dict() if self.patience is not None else None,
                  "train_config": dataclasses.asdict(self.config)}
         if self.device.type == "cuda":  # dropout on the GPU draws from the device's own generator
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
@@ -168,6 +174,8 @@ class Trainer:
         torch.set_rng_state(checkpoint["torch_rng"])
         if self.device.type == "cuda" and checkpoint.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(checkpoint["cuda_rng"], self.device)
+        if self.patience is not None and checkpoint.get("patience") is not None:
+            self.patience.load_state_dict(checkpoint["patience"])
         self.step = checkpoint["step"]
         self.train_seconds = checkpoint.get("train_seconds", 0.0)
         self.skipped_steps = checkpoint.get("skipped_steps", 0)
@@ -185,13 +193,20 @@ class Trainer:
             append_metrics(self.metrics_path, {"strategy": self.tag, **record,
                                                "global_step": self.step_offset + record["step"]})
 
-    def _observe_evaluation(self) -> None:
-        """Evaluate on the main process, log, and let the strategy observe the same figures on every process."""
+    def _observe_evaluation(self) -> bool:
+        """Evaluate on the main process, log, and let the strategy observe the same figures on every process;
+        True when the phase's patience has run out (the switch to the next phase of a chain)."""
         figures = distributed.broadcast_object(self.evaluate(self.model) if self.main else None)
         self.log({"step": self.step, "eval": figures})
         if isinstance(self.strategy, Observer):
             self.strategy.observe(figures)
+        stop = False
+        if self.patience is not None:
+            stop = self.patience.update(figures, self.step, self.model, main=self.main)
+            if stop:
+                self.log({"step": self.step, "switch": self.patience.summary()})
         self.model.train()
+        return stop
 
     def fit(self) -> dict:
         config = self.config
@@ -200,7 +215,8 @@ class Trainer:
         self.model.train()
         started = time.perf_counter()
         window_start, window_steps = started, 0
-        while self.step < config.steps:
+        stalled = self.patience is not None and self.patience.stopped_at is not None  # a resumed, finished phase
+        while self.step < config.steps and not stalled:
             step_start = time.perf_counter()
             batch = self.training_batch(self.step)
             for group in self.optimizer.param_groups:
@@ -255,8 +271,10 @@ class Trainer:
                                    "eta_seconds": (config.steps - self.step) / max(speed, 1e-9)})
             if self.evaluate and config.eval_every and (self.step % config.eval_every == 0
                                                         or self.step == config.steps):
-                self._observe_evaluation()
-            if (config.checkpoint_every and self.step % config.checkpoint_every == 0) or self.step == config.steps:
+                stalled = self._observe_evaluation()
+            if ((config.checkpoint_every and self.step % config.checkpoint_every == 0) or self.step == config.steps
+                    or stalled):
                 self.save()
         self.model.eval()
-        return {"steps": self.step, "train_seconds": self.train_seconds, "skipped_steps": self.skipped_steps}
+        return {"steps": self.step, "train_seconds": self.train_seconds, "skipped_steps": self.skipped_steps,
+                "switch": self.patience.summary() if self.patience is not None else None}

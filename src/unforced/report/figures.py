@@ -145,16 +145,20 @@ def prefix_divergence(diagnostics: dict, path: Path) -> Path:
 
 
 def scores(metrics: list[dict], path: Path, dips: list[dict] | None = None,
-           warm_starts: dict[str, str | None] | None = None) -> Path:
+           warm_starts: dict[str, str | None] | None = None, switches: dict[str, list[dict]] | None = None) -> Path:
     """The validation metric of free-running (greedy) decoding over training, every strategy on one step axis
     (curves.scores: a fine-tuned entry's line continues from its starting model's last evaluation). Triangles mark
-    mid-training dips. No teacher-forced sequence score is drawn: it is not a gap measure (docs/measures.md)."""
+    mid-training dips, dotted lines the steps where a chain switched phase on a validation stall (`switches`:
+    results.json's per entry). No teacher-forced sequence score is drawn: it is not a gap measure
+    (docs/measures.md)."""
     figure = Figure(figsize=(7, 4.2))
     axes = figure.add_subplot(1, 1, 1)
     data = curves.scores(metrics, warm_starts)
     for index, (entry, series) in enumerate(data["entries"].items()):
         axes.plot(series["step"], series["fr"], color=f"C{index}", marker="o", markersize=3,
                   label=f"{entry}: free-running")
+        for move in (switches or {}).get(entry, []):
+            axes.axvline(move["global_step"], color=f"C{index}", linestyle=":", linewidth=1.2)
     evaluations = [m for m in metrics if isinstance(m.get("eval"), dict) and "metric" in m["eval"]]
     for dip in dips or []:
         record = next((m for m in evaluations if m.get("strategy") == dip.get("strategy")

@@ -263,6 +263,20 @@ def _seeds_section(results: dict) -> str:
             f"spread is not evidence that one strategy is better. {' '.join(sentences)}</p>")
 
 
+def _switch_sentence(switches: dict[str, list[dict]]) -> str:
+    """Where each chain moved on to its next phase (the `switch` of the config; dotted lines in the figure)."""
+    parts = []
+    for name, moves in switches.items():
+        for move in moves:
+            how = (f"validation {move['metric']} had not improved for {move['patience']} evaluations"
+                   if move.get("stalled") else f"its budget ended before validation {move['metric']} stalled")
+            best = (f"; the next phase started from the best weights, of step {move['best_global_step']} "
+                    f"({move['metric']} {move['best']:.4g})" if move.get("best_global_step") is not None else "")
+            parts.append(f"{html.escape(name)} left {html.escape(str(move['phase']).split(':')[-1])} at step "
+                         f"{move['global_step']}: {how}{best}.")
+    return ("Switches (dotted lines): " + " ".join(parts)) if parts else ""
+
+
 def build_report(run_dir: Path) -> Path:
     """Draw the figures and write report.html; returns its path."""
     run_dir = Path(run_dir)
@@ -274,7 +288,8 @@ def build_report(run_dir: Path) -> Path:
 
     dips = mid_training_dips(metrics)
     starts = {name: entry.get("warm_start_from") for name, entry in results["strategies"].items()}
-    figures.scores(metrics, figure_dir / "scores.png", dips, starts)
+    switches = {name: entry.get("switches") or [] for name, entry in results["strategies"].items()}
+    figures.scores(metrics, figure_dir / "scores.png", dips, starts, switches)
     dip_sentence = ("No mid-training dip of the free-running score (a fall of over 10% from its best while "
                     "training went on)." if not dips else
                     "Dips of the free-running score (triangles): " + "; ".join(
@@ -332,7 +347,8 @@ distance between a strategy's solid and dashed lines is its gap as training goes
 <h2>Scores over training</h2>
 {_figure("scores", "validation scores over training")}
 <p>The validation score of free-running (greedy) decoding for every strategy. A fine-tuned strategy continues from
-its starting model's last evaluation, so its line starts where that model's ends. {dip_sentence}</p>
+its starting model's last evaluation, so its line starts where that model's ends. {dip_sentence}
+{_switch_sentence(switches)}</p>
 <h2>Sample outputs (test)</h2>
 <table><tr><th>strategy</th><th>reference</th><th>teacher-forced argmax</th><th>free-running greedy</th></tr>
 {''.join(examples)}</table>
