@@ -3,12 +3,14 @@
 1. CIDEr-D of 5,000 candidates x 5 references of the composed caption grammar, the document frequencies computed
    once from those references (`CiderD(references_corpus)`), the scoring calls timed with `interleaved`.
 2. A CNN-attention captioner (the image front end + GRU with attention) on the composed `captions` corpus: trained
-   with cross-entropy, then from that model (same weights, same batches) three branches of equal steps: more
-   cross-entropy, SCST with the greedy baseline (Rennie et al. 2017) and SCST with leave-one-out (Kool et al.
-   2019), each with K samples and the CIDEr-D reward whose document frequencies are the training split's five
-   references per image. Test CIDEr-D (greedy, all five references, held-out combinations) per seed; the relative
-   gain of each SCST branch over the cross-entropy branch of equal steps (and over the cross-entropy start).
-   The SCST steps' time inside the reward function is their reward share.
+   with cross-entropy until validation CIDEr-D stalls (the library's switch, unforced.switch: `patience`
+   evaluations without improvement, then the best evaluation's weights), then from that model (same weights, same
+   batches) four branches of equal steps: more cross-entropy, SCST with the greedy baseline (Rennie et al. 2017),
+   SCST with leave-one-out (Kool et al. 2019), each with K samples and the CIDEr-D reward whose document
+   frequencies are the training split's five references per image, and parallel scheduled sampling. Test CIDEr-D,
+   BLEU-4 and chrF (greedy and beam 3, all five references, held-out combinations) per seed; the relative gain of
+   each branch over the cross-entropy branch of equal steps (and over the cross-entropy start); the start's
+   teacher-forced vs free-running error per position. The SCST steps' time inside the reward is their reward share.
 Anchors: Rennie et al. 2017, Table 4 (COCO, CIDEr-D): Att2in 101.3 -> 111.4 (+10%), Att2all 97.9 -> 113.7 (+16%).
 
     python benchmarks/captioning.py [--quick] [--json] [--seeds N] [--threads T]
@@ -22,6 +24,7 @@ import json
 import random
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -36,8 +39,13 @@ from unforced.diagnostics import evaluate  # noqa: E402
 from unforced.models import ModelConfig, build_model  # noqa: E402
 from unforced.rewards import get_reward  # noqa: E402
 from unforced.rewards.cider import CiderD  # noqa: E402
+from unforced.strategies.parallel_scheduled_sampling import (  # noqa: E402
+    ParallelScheduledSampling,
+    ParallelScheduledSamplingConfig,
+)
 from unforced.strategies.reinforce import Reinforce, ReinforceConfig  # noqa: E402
 from unforced.strategies.teacher_forcing import TeacherForcing  # noqa: E402
+from unforced.switch import Patience, SwitchConfig  # noqa: E402
 from unforced.tasks import captions  # noqa: E402
 from unforced.tasks.base import Example, Task  # noqa: E402
 
@@ -45,10 +53,16 @@ CIDER_SECONDS_GOAL = 0.2  # 5,000 candidates x 5 references, document frequencie
 REWARD_SHARE_GOAL = 0.05
 ANCHORS = {"rennie2017_att2in": {"cross_entropy": 101.3, "scst": 111.4, "relative_gain": round(111.4 / 101.3 - 1, 3)},
            "rennie2017_att2all": {"cross_entropy": 97.9, "scst": 113.7, "relative_gain": round(113.7 / 97.9 - 1, 3)}}
+# Cross-entropy runs up to `cross_entropy_steps`, validated every `eval_every` steps on `valid_limit` images, and
+# stops after `patience` evaluations without a better validation CIDEr-D. Scheduled sampling's branch decays the
+# teacher-forcing ratio from 1 (inverse sigmoid, k) over the branch.
 FULL = {"size": 2000, "objects": 40, "image_size": 64, "embedding": 64, "hidden": 128, "batch": 32,
-        "cross_entropy_steps": 500, "branch_steps": 120, "samples": 5, "seeds": 2, "lr": 2e-3, "scst_lr": 2e-4}
+        "cross_entropy_steps": 3000, "eval_every": 100, "patience": 4, "valid_limit": 200, "branch_steps": 150,
+        "samples": 5, "seeds": 3, "lr": 2e-3, "scst_lr": 2e-4, "ss_k": 30.0, "beam": 3}
 QUICK = {"size": 40, "objects": 10, "image_size": 32, "embedding": 16, "hidden": 24, "batch": 8,
-         "cross_entropy_steps": 6, "branch_steps": 3, "samples": 3, "seeds": 2, "lr": 2e-3, "scst_lr": 2e-4}
+         "cross_entropy_steps": 8, "eval_every": 2, "patience": 1, "valid_limit": 4, "branch_steps": 3,
+         "samples": 3, "seeds": 2, "lr": 2e-3, "scst_lr": 2e-4, "ss_k": 2.0, "beam": 3}
+BRANCHES = ("cross_entropy_more", "scst_greedy", "scst_leave_one_out", "scheduled_sampling")
 
 
 def cider_speed(count: int, repeats: int) -> dict:
@@ -86,9 +100,15 @@ def in_memory(task: Task, size: int) -> Task:
                 source_codec=task.source_codec)
 
 
-def test_cider(model, task: Task) -> float:
-    figures = evaluate(model, task, "test")
-    return figures["metric"]["fr"]
+def test_scores(model, task: Task, beam: int) -> tuple[dict, dict]:
+    """Test CIDEr-D, BLEU-4 and chrF, greedy and beam; and the per-position error under both decodings."""
+    figures = evaluate(model, task, "test", beam_size=beam)
+    metric = figures["metric"]
+    scores = {"cider_d": metric["fr"], "cider_d_beam": metric["fr_beam"]}
+    for name, values in metric.get("companions", {}).items():
+        scores[name], scores[f"{name}_beam"] = values["fr"], values.get("fr_beam")
+    positions = {key: [round(v, 4) for v in figures["per_position"][key]] for key in ("tf_error", "fr_error")}
+    return scores, {**positions, "count": figures["per_position"]["count"]}
 
 
 class RewardClock:
@@ -105,14 +125,18 @@ class RewardClock:
             self.seconds += time.perf_counter() - start
 
 
-def train(model, strategy, task: Task, steps: int, batch: int, lr: float, seed: int, start: int = 0) -> float:
-    """`steps` optimiser steps (Adam) of `strategy` over seeded shuffles of the training split; seconds taken."""
+def train(model, strategy, task: Task, steps: int, batch: int, lr: float, seed: int, start: int = 0,
+          patience: Patience | None = None, eval_every: int = 0, valid_limit: int | None = None) -> dict:
+    """Up to `steps` optimiser steps (Adam) of `strategy` over seeded shuffles of the training split; with
+    `patience`, validated every `eval_every` steps, stopping on a stall with the best weights loaded. Returns the
+    seconds taken (validation included) and the steps."""
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()
     began, done, epoch = time.perf_counter(), 0, start
-    while done < steps:
+    stalled = False
+    while done < steps and not stalled:
         for rows in task.batches("train", batch, shuffle=True, seed=seed * 1000 + epoch):
-            if done == steps:
+            if done == steps or stalled:
                 break
             output = strategy.loss(model, rows, start + done)
             optimizer.zero_grad()
@@ -120,40 +144,57 @@ def train(model, strategy, task: Task, steps: int, batch: int, lr: float, seed: 
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             done += 1
+            if patience is not None and (done % eval_every == 0 or done == steps):
+                stalled = patience.update(evaluate(model, task, "valid", limit=valid_limit), done, model)
+                model.train()
         epoch += 1
+    if patience is not None and patience.best_weights() is not None:
+        model.load_state_dict(patience.best_weights())
     model.eval()
-    return time.perf_counter() - began
+    return {"seconds": time.perf_counter() - began, "steps": done}
 
 
-def compare(size: dict, seed: int, task: Task) -> dict:
+def compare(size: dict, seed: int, task: Task, scratch: Path) -> dict:
     longest_source, longest_target = task.longest()
     torch.manual_seed(seed)
     model = build_model(ModelConfig(kind="gru", target_vocab=task.target_tokenizer.vocab_size,
                                     embedding=size["embedding"], hidden=size["hidden"], dropout=0.0,
                                     max_source_len=longest_source, max_target_len=longest_target,
                                     **task.source_codec.model_options()))
-    seconds = {"cross_entropy": train(model, TeacherForcing(), task, size["cross_entropy_steps"], size["batch"],
-                                      size["lr"], seed)}
-    scores = {"cross_entropy_start": test_cider(model, task)}
+    patience = Patience(SwitchConfig(metric="cider_d", patience=size["patience"]), scratch / f"best-{seed}.pt")
+    done = train(model, TeacherForcing(), task, size["cross_entropy_steps"], size["batch"], size["lr"], seed,
+                 patience=patience, eval_every=size["eval_every"], valid_limit=size["valid_limit"])
+    seconds = {"cross_entropy": done["seconds"]}
+    switch = {**patience.summary(), "steps_trained": done["steps"]}
+    scores, positions = {}, {}
+    scores["cross_entropy_start"], positions["cross_entropy_start"] = test_scores(model, task, size["beam"])
     branch = size["branch_steps"]
-    start = size["cross_entropy_steps"]
-    more = copy.deepcopy(model)
-    seconds["cross_entropy_more"] = train(more, TeacherForcing(), task, branch, size["batch"], size["scst_lr"],
-                                          seed, start)
-    scores["cross_entropy_more"] = test_cider(more, task)
+    start = done["steps"]  # the branches continue the batch order where cross-entropy stopped
     shares = {}
-    for baseline in ("greedy", "leave_one_out"):
-        scst = copy.deepcopy(model)
-        strategy = Reinforce(ReinforceConfig(baseline=baseline, samples=size["samples"]), seed=seed).bind(task)
-        # The reward's document frequencies: all five references of each training image.
-        clock = RewardClock(get_reward("cider_d", task.references_corpus("train")))
-        strategy.reward = clock
-        seconds[f"scst_{baseline}"] = train(scst, strategy, task, branch, size["batch"], size["scst_lr"], seed, start)
-        shares[baseline] = clock.seconds / seconds[f"scst_{baseline}"]
-        scores[f"scst_{baseline}"] = test_cider(scst, task)
-    gains = {f"scst_{b}_over_{base}": relative(scores[f"scst_{b}"], scores[base])
-             for base in ("cross_entropy_more", "cross_entropy_start") for b in ("greedy", "leave_one_out")}
-    return {"seed": seed, "test_cider_d": {k: round(v, 4) for k, v in scores.items()},
+    for name in BRANCHES:
+        copy_ = copy.deepcopy(model)
+        clock = None
+        if name == "cross_entropy_more":
+            strategy = TeacherForcing()
+        elif name == "scheduled_sampling":
+            strategy = ParallelScheduledSampling(ParallelScheduledSamplingConfig(
+                schedule_params={"k": size["ss_k"]}), seed=seed)
+        else:
+            baseline = name.removeprefix("scst_")
+            strategy = Reinforce(ReinforceConfig(baseline=baseline, samples=size["samples"]), seed=seed).bind(task)
+            # The reward's document frequencies: all five references of each training image.
+            clock = RewardClock(get_reward("cider_d", task.references_corpus("train")))
+            strategy.reward = clock
+        seconds[name] = train(copy_, strategy, task, branch, size["batch"], size["scst_lr"], seed, start)["seconds"]
+        if clock is not None:
+            shares[name.removeprefix("scst_")] = clock.seconds / seconds[name]
+        scores[name], positions[name] = test_scores(copy_, task, size["beam"])
+    gains = {f"{b}_over_{base}": relative(scores[b]["cider_d"], scores[base]["cider_d"])
+             for base in ("cross_entropy_more", "cross_entropy_start") for b in BRANCHES if b != base}
+    return {"seed": seed, "switch": switch,
+            "test_cider_d": {k: round(v["cider_d"], 4) for k, v in scores.items()},
+            "test_scores": {k: {m: None if x is None else round(x, 4) for m, x in v.items()} for k, v in scores.items()},
+            "per_position_error": positions,
             "relative_gain": {k: None if v is None else round(v, 4) for k, v in gains.items()},
             "seconds": {k: round(v, 1) for k, v in seconds.items()},
             "reward_share_of_scst_steps": {k: round(v, 4) for k, v in shares.items()}}
@@ -192,12 +233,16 @@ def main(argv: list[str] | None = None) -> dict:
                                   cache_dir=args.cache_dir)
     task = in_memory(task, size["image_size"])
     runs = []
+    scratch = Path(tempfile.mkdtemp(prefix="unforced-captioning-"))
     for seed in range(size["seeds"]):
-        runs.append(compare(size, seed, task))
+        runs.append(compare(size, seed, task, scratch))
         if not args.json:
             print(f"seed {seed}: {runs[-1]['test_cider_d']} gains {runs[-1]['relative_gain']}", file=sys.stderr)
     gains = {key: spread([run["relative_gain"][key] for run in runs]) for key in runs[0]["relative_gain"]}
     scores = {key: spread([run["test_cider_d"][key] for run in runs]) for key in runs[0]["test_cider_d"]}
+    every = {key: {m: spread([run["test_scores"][key][m] for run in runs]) for m in runs[0]["test_scores"][key]}
+             for key in runs[0]["test_scores"]}
+    headline_spread = gains["scst_greedy_over_cross_entropy_more"]
     share = max(run["reward_share_of_scst_steps"][b] for run in runs for b in ("greedy", "leave_one_out"))
     headline = gains["scst_greedy_over_cross_entropy_more"]["mean"] or 0.0
     result = {
@@ -205,11 +250,14 @@ def main(argv: list[str] | None = None) -> dict:
         "task": {"name": task.name, "settings": task.settings, "train": len(task.train), "valid": len(task.valid),
                  "test": len(task.test), "target_vocab": task.target_tokenizer.vocab_size},
         "signature": {"metric": "CIDEr-D|nrefs:5|df:scored-set|n:4|sigma:6 (test split, held-out combinations)",
-                      "decode": "greedy", "reward": "CIDEr-D, document frequencies of the training split's 5 "
+                      "decode": f"greedy and beam {size['beam']}", "reward": "CIDEr-D, document frequencies of the training split's 5 "
                       "references per image", "model": "image front end (3 stride-2 convs) + GRU with attention",
-                      "comparison": "each SCST branch and the cross-entropy branch start from the same cross-entropy "
-                      "model and take the same number of steps"},
-        "cider_d_speed": speed, "runs": runs, "test_cider_d": scores, "relative_gain": gains, "anchors": ANCHORS,
+                      "comparison": "every branch starts from the same cross-entropy model (trained until validation "
+                      "CIDEr-D stalled, best weights) and takes the same number of steps over the same batches"},
+        "cider_d_speed": speed, "runs": runs, "test_cider_d": scores, "test_scores": every, "relative_gain": gains,
+        "anchors": ANCHORS,
+        "beyond_seed_spread": bool(headline_spread["mean"] is not None and len(runs) > 1
+                                   and headline_spread["mean"] - headline_spread["stdev"] > 0),
         "seconds": round(time.perf_counter() - began, 1),
         "goals": {
             "cider_d_5000x5_cached_seconds": goal(speed["cached_call_ms"]["median"] / 1000, CIDER_SECONDS_GOAL),

@@ -12,7 +12,16 @@ def test_captioning_quick(bench_quick):
     assert len(results["runs"]) == 2 and results["task"]["name"] == "captions"
     for run in results["runs"]:
         assert set(run["test_cider_d"]) == {"cross_entropy_start", "cross_entropy_more", "scst_greedy",
-                                            "scst_leave_one_out"}
+                                            "scst_leave_one_out", "scheduled_sampling"}
+        for scores in run["test_scores"].values():
+            assert set(scores) == {"cider_d", "cider_d_beam", "bleu", "bleu_beam", "chrf", "chrf_beam"}
+        # cross-entropy stopped on the validation switch (patience 1 at the quick size) or at its ceiling
+        switch = run["switch"]
+        assert switch["metric"] == "cider_d" and 1 <= switch["steps_trained"] <= results["size"]["cross_entropy_steps"]
+        assert switch["stalled"] or switch["steps_trained"] == results["size"]["cross_entropy_steps"]
+        assert switch["best_step"] is not None and switch["best_step"] <= switch["steps_trained"]
+        start = run["per_position_error"]["cross_entropy_start"]
+        assert len(start["tf_error"]) == len(start["fr_error"]) > 0
         assert all(0 < share < 1 for share in run["reward_share_of_scst_steps"].values())
     assert results["anchors"]["rennie2017_att2all"]["relative_gain"] == 0.161
     assert set(results["goals"]) == {"cider_d_5000x5_cached_seconds", "reward_share_of_scst_step",

@@ -40,7 +40,7 @@ class _Sums:
 
 # Reported beside each task metric: a continuous one for BLEU, the other error rate for WER and CER.
 COMPANION_METRICS = {"bleu": ("chrf",), "chrf": ("bleu",), "wer": ("cer",), "cer": ("wer",),
-                     "cider_d": ("bleu",)}
+                     "cider_d": ("bleu", "chrf")}
 
 
 def corpus_metric(name: str, hypotheses: list[str], references: list[list[str]]) -> float:
