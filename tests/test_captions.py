@@ -200,6 +200,7 @@ def test_a_run_on_a_caption_manifest_trains_measures_and_reports(corpus, tmp_pat
 
     page = build_report(tmp_path / "run").read_text(encoding="utf-8")
     assert "cider_d" in page.lower()
+    assert "<th>FR bleu</th>" in page and "<th>FR chrf beam</th>" in page  # BLEU-4 and chrF beside CIDEr-D
     # The test images are shown beside their captions, copied into the run directory.
     shown = [example["image"] for example in results["strategies"]["teacher_forcing"]["examples"][:3]]
     assert len(shown) == 3 and all((tmp_path / "run" / image).is_file() for image in shown)

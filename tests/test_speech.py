@@ -180,4 +180,10 @@ def test_a_user_manifest_runs_through_the_main_job_and_the_report(tmp_path, espe
         assert figures["gap_nll"] == pytest.approx(figures["fr_nll"] - figures["tf_nll"])
     assert "WER" in results["signature"]["metric"].upper()
     report = build_report(out)
-    assert report.is_file() and "wer" in report.read_text().lower()
+    page = report.read_text()
+    assert "wer" in page.lower()
+    # CER beside WER, and the teacher-forced vs free-running character error (overall and per position)
+    assert "<th>FR cer</th>" in page and "Character error over all positions" in page
+    figures = results["strategies"]["teacher_forcing"]
+    assert f"{1 - figures['tf_token_acc']:.1%} teacher-forced, {1 - figures['fr_token_acc']:.1%} free-running" in page
+    assert 0 <= figures["metric"]["companions"]["cer"]["fr"]

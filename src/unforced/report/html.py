@@ -19,17 +19,25 @@ from unforced.report.page import page as html_page
 from unforced.runfiles import atomic_write_text, read_run
 
 
-def _growth_sentence(entry: dict) -> str:
+def _unit(results: dict) -> str:
+    """What one target token is, for the sentences: a character for a character tokenizer (speech), else a token."""
+    kind = ((results.get("signature") or {}).get("tokenizer") or {}).get("target") or {}
+    return "character" if kind.get("kind") == "char" else "token"
+
+
+def _growth_sentence(entry: dict, unit: str = "token") -> str:
+    overall = (f"{unit.capitalize()} error over all positions: {1 - entry['tf_token_acc']:.1%} teacher-forced, "
+               f"{1 - entry['fr_token_acc']:.1%} free-running. ")
     errors = entry["per_position"]["fr_error"]
     tf_errors = entry["per_position"]["tf_error"]
     shown = curves.well_measured(entry["per_position"])
     errors, tf_errors = errors[:shown], tf_errors[:shown]
     if len(errors) < 4:
-        return ""
+        return overall
     third = max(1, len(errors) // 3)
     early, late = sum(errors[:third]) / third, sum(errors[-third:]) / third
     tf_early, tf_late = sum(tf_errors[:third]) / third, sum(tf_errors[-third:]) / third
-    return (f"Free-running error averages {early:.2f} over the first third of positions and {late:.2f} over the "
+    return overall + (f"Free-running error averages {early:.2f} over the first third of positions and {late:.2f} over the "
             f"last third (teacher-forced: {tf_early:.2f} and {tf_late:.2f}).")
 
 
@@ -297,20 +305,26 @@ def build_report(run_dir: Path) -> Path:
                         + (f", gold ratio {d['gold_ratio']:.2f}" if d.get("gold_ratio") is not None else "")
                         for d in dips) + ".")
     rows = []
+    first = next(iter(results["strategies"].values()), None)
+    companions = list((first["metric"].get("companions") or {}) if first else {})  # chrF beside BLEU, CER beside WER
     for name, entry in results["strategies"].items():
         metric, measures = entry["metric"], entry.get("measures") or {}
+        others = "".join(_metric_cell((metric.get("companions") or {}).get(c, {}), key)
+                         for c in companions for key in ("fr", "fr_beam"))
         divergence = (measures.get("first_divergence") or {}).get("mean_fraction")
         rows.append(f"<tr><td>{html.escape(name)}</td><td>{entry['tf_nll']:.3f}</td><td>{entry['fr_nll']:.3f}</td>"
                     f"<td>{entry['gap_pct']:.1f}%</td><td>{_number(measures.get('on_path_nll'))}</td>"
                     f"<td>{_number(divergence, 2)}</td><td>{entry['tf_token_acc']:.3f}</td>"
                     f"<td>{entry['fr_token_acc']:.3f}</td>{_metric_cell(metric, 'fr')}"
-                    f"{_metric_cell(metric, 'fr_beam')}<td>{entry['train_seconds']:.1f}</td></tr>")
-    first = next(iter(results["strategies"].values()), None)
+                    f"{_metric_cell(metric, 'fr_beam')}{others}<td>{entry['train_seconds']:.1f}</td></tr>")
     metric_name = first["metric"]["name"] if first else ""
     beam = first["metric"].get("beam_size") if first else None
     warnings = sorted({e["metric"]["warning"] for e in results["strategies"].values() if e["metric"].get("warning")})
     warning = "".join(f"<p class=\"note\"><b>Warning:</b> {html.escape(w)}</p>" for w in warnings)
-    sentences = " ".join(f"<b>{html.escape(n)}</b>: {_growth_sentence(e)}" for n, e in results["strategies"].items())
+    unit = _unit(results)
+    companion_heads = "".join(f"<th>FR {html.escape(c)}</th><th>FR {html.escape(c)} beam</th>" for c in companions)
+    sentences = " ".join(f"<b>{html.escape(n)}</b>: {_growth_sentence(e, unit)}"
+                         for n, e in results["strategies"].items())
     examples = []
     for name, entry in results["strategies"].items():
         for example in entry.get("examples", [])[:3]:
@@ -324,10 +338,11 @@ def build_report(run_dir: Path) -> Path:
 after the model's own greedy prefix. The gap is FR NLL minus TF NLL, as a share of TF NLL. On-path NLL scores gold
 only where the model's own prefix still equals it; "first div." is the share of the reference length the greedy
 decode follows before it first leaves gold. The {html.escape(metric_name)} columns score free decodes (greedy, and
-a beam{f" of {beam}" if beam else ""}) against every reference.</p>
+a beam{f" of {beam}" if beam else ""}) against every reference{", and so do the companion metrics' (" +
+html.escape(", ".join(companions)) + ")" if companions else ""}.</p>
 <table><tr><th>strategy</th><th>TF NLL</th><th>FR NLL</th><th>gap</th><th>on-path NLL</th><th>first div.</th>
 <th>TF token acc</th><th>FR token acc</th><th>FR {html.escape(metric_name)}</th>
-<th>FR {html.escape(metric_name)} beam</th><th>train s</th></tr>
+<th>FR {html.escape(metric_name)} beam</th>{companion_heads}<th>train s</th></tr>
 {''.join(rows)}</table>
 {warning}
 {_saturation_sentence(results)}
