@@ -52,9 +52,9 @@ class CartPoleConfig:
     evaluation_episodes: int = 10
 
     def __post_init__(self) -> None:
-        if not 10 <= integer_at_least("horizon", self.horizon, 10) <= 2000:
+        if not 10 <= integer_at_least("--horizon", self.horizon, 10) <= 2000:
             raise UnforcedError(f"--horizon must be between 10 and 2000 for cartpole, got {self.horizon!r}")
-        if not 1 <= integer_at_least("seeds", self.seeds, 1) <= 50:
+        if not 1 <= integer_at_least("--seeds", self.seeds, 1) <= 50:
             raise UnforcedError(f"--seeds must be between 1 and 50, got {self.seeds!r}")
         integer_at_least("labels_per_round", self.labels_per_round, 1)
         integer_at_least("max_rounds", self.max_rounds, 1)

@@ -62,11 +62,11 @@ class LinearConfig:
     evaluation_episodes: int = 4
 
     def __post_init__(self) -> None:
-        if not 0.0 < finite_number("radius", self.radius) <= 1.5:
+        if not 0.0 < finite_number("--radius", self.radius) <= 1.5:
             raise UnforcedError(f"--radius must be in (0, 1.5], got {self.radius!r}")
-        if not 2 <= integer_at_least("horizon", self.horizon, 2) <= 500:
+        if not 2 <= integer_at_least("--horizon", self.horizon, 2) <= 500:
             raise UnforcedError(f"--horizon must be between 2 and 500 for the linear system, got {self.horizon!r}")
-        if not 1 <= integer_at_least("seeds", self.seeds, 1) <= 50:
+        if not 1 <= integer_at_least("--seeds", self.seeds, 1) <= 50:
             raise UnforcedError(f"--seeds must be between 1 and 50, got {self.seeds!r}")
         for name in ("noise", "action_error", "ridge"):
             if finite_number(name, getattr(self, name)) < 0:
