@@ -159,6 +159,11 @@ STRATEGIES = {
         "temperature": bad_float(0.0, low_open=False), "top_k": bad_int(1, optional=True),
         "max_len": bad_int(1, optional=True), "max_len_factor": bad_float(0.0, low_open=False),
         "beta": bad_float(0.0, low_open=False), "ce_weight": bad_float(0.0, 1.0)},
+    "minimum_risk": {
+        "reward": bad_choice(optional=True), "nbest": bad_int(2), "candidates": bad_choice(),
+        "temperature": bad_float(0.0, low_open=False), "alpha": bad_float(0.0, low_open=False),
+        "cross_entropy_weight": bad_float(0.0), "max_len": bad_int(1, optional=True),
+        "max_len_factor": bad_float(0.0, low_open=False)},
 }
 TOP = {"task": st.one_of(st.integers(), containers, st.none()), "strategies": st.one_of(
     not_a_number, st.integers(), st.lists(st.integers(), min_size=1, max_size=2)),

@@ -291,6 +291,15 @@ def beam_search(model, memory, beam_size: int, max_len: int, batch_size: int,
     Score = sum of log-probs / length**length_penalty (0 ranks by total log-prob, as exhaustive search does).
     A hypothesis ends at <eos>; finished hypotheses keep their score and take no further tokens.
     """
+    sequences, scores = beam_nbest(model, memory, beam_size, max_len, batch_size, length_penalty)
+    return sequences[:, 0], scores[:, 0]
+
+
+def beam_nbest(model, memory, beam_size: int, max_len: int, batch_size: int,
+               length_penalty: float = 0.0) -> tuple[Tensor, Tensor]:
+    """Beam search's whole final beam, best first: sequences (batch, beam, time) and their total log-probs
+    (batch, beam), ranked by `beam_search`'s score; a beam slot that never held a hypothesis (fewer candidates
+    than slots) scores -inf. The N-best list of minimum-risk training."""
     if beam_size < 1:
         raise UnforcedError(f"beam_size must be at least 1, got {beam_size}")
     device = next(model.parameters()).device
@@ -329,6 +338,6 @@ def beam_search(model, memory, beam_size: int, max_len: int, batch_size: int,
     lengths = torch.where(finished, (sequences == EOS).float().argmax(2) + 1,
                           torch.full_like(scores, sequences.shape[2], dtype=torch.long))
     ranked = scores / lengths.float() ** length_penalty if length_penalty else scores
-    best = ranked.argmax(1)
-    rows = torch.arange(batch_size, device=device)
-    return sequences[rows, best], scores[rows, best]
+    # A stable sort: ties keep beam order, so the best is the first maximum, as an argmax would pick it.
+    order = torch.sort(ranked, dim=1, descending=True, stable=True).indices
+    return (sequences.gather(1, order.unsqueeze(-1).expand_as(sequences)), scores.gather(1, order))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from unforced.config import validate_config
 from unforced.errors import UnforcedError
 from unforced.strategies.base import StepOutput, Strategy, needs_warm_start, token_nll
+from unforced.strategies.minimum_risk import MinimumRisk, MinimumRiskConfig
 from unforced.strategies.mixer import Mixer, MixerConfig
 from unforced.strategies.parallel_scheduled_sampling import (
     ParallelScheduledSampling,
@@ -22,6 +23,7 @@ STRATEGIES: dict[str, tuple[type, type]] = {
     "reinforce": (ReinforceConfig, Reinforce),
     "mixer": (MixerConfig, Mixer),
     "preference": (PreferenceConfig, Preference),
+    "minimum_risk": (MinimumRiskConfig, MinimumRisk),
 }
 
 # Where a strategy that declares `warm_start = True` starts from, named alone in `unforced run`: the model this
