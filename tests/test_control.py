@@ -69,6 +69,9 @@ def test_cartpole_dagger_needs_fewer_labels_to_the_experts_episode_length(capsys
     assert dagger["reached"] == 1.0 and dagger["episode_length"] == 200
     assert dagger["expert_labels"] < cloning["expert_labels"]
     assert all(d < c for d, c in zip(dagger["expert_labels_by_seed"], cloning["expert_labels_by_seed"], strict=True))
+    equal = cloning["at_dagger_labels"]  # behaviour cloning with DAgger's labels falls before the horizon
+    assert equal["expert_labels"] == dagger["expert_labels"] and equal["episode_length"] < 0.9 * 200
+    assert equal["cost"] > dagger["cost"] == 0.0
 
 
 def test_figures_do_not_depend_on_the_thread_count():

@@ -147,7 +147,7 @@ def train_seed(env, gain: np.ndarray, config: CartPoleConfig, seed: int, target:
         mixture_rng = np.random.default_rng([seed, 2])
         reset_seeds = iter(range(10_000 * seed, 10_000 * (seed + 1)))
         states: list[np.ndarray] = []
-        weights, lengths_by_round, demonstrations = None, [], np.empty((0, 4))
+        weights, lengths_by_round, weights_by_round, demonstrations = None, [], [], np.empty((0, 4))
         for round_index in range(config.max_rounds):
             wanted = (round_index + 1) * config.labels_per_round
             if learner == "behaviour_cloning":
@@ -170,12 +170,18 @@ def train_seed(env, gain: np.ndarray, config: CartPoleConfig, seed: int, target:
             weights = fit_logistic(visited, expert_actions(gain, visited), config.l2)
             _, lengths = evaluate(env, lambda s, w=weights: learner_action(w, s), config, seed)
             lengths_by_round.append(float(lengths.mean()))
+            weights_by_round.append(weights)
             if lengths.mean() >= target:
                 break
         trajectories, lengths = evaluate(env, lambda s, w=weights: learner_action(w, s), config, seed)
         results[learner] = {"trajectories": trajectories, "lengths": lengths, "labels": len(visited),
                             "rounds": len(lengths_by_round), "reached": bool(lengths.mean() >= target),
-                            "lengths_by_round": lengths_by_round}
+                            "lengths_by_round": lengths_by_round, "weights_by_round": weights_by_round}
+    # Behaviour cloning with as many labels as DAgger needed (its own final weights if it stopped sooner).
+    cloning = results["behaviour_cloning"]["weights_by_round"]
+    weights = cloning[min(results["dagger"]["rounds"], len(cloning)) - 1]
+    trajectories, lengths = evaluate(env, lambda s: learner_action(weights, s), config, seed)
+    results["behaviour_cloning_at_dagger_labels"] = {"trajectories": trajectories, "lengths": lengths}
     return results
 
 
@@ -217,6 +223,14 @@ def run_cartpole(config: CartPoleConfig, progress: Progress = quiet) -> dict:
                             "mean": curves.mean(0).tolist(), "min": curves.min(0).tolist(),
                             "max": curves.max(0).tolist()}})
         learners[learner] = summary
+    # Behaviour cloning stopped at DAgger's labels: the covariate shift at equal labels.
+    rows = [seed["behaviour_cloning_at_dagger_labels"] for seed in per_seed]
+    deviation = np.array([np.linalg.norm(row["trajectories"] - expert_states, axis=2).mean(0)
+                          for row, (expert_states, _) in zip(rows, expert_runs, strict=True)])
+    cost = np.array([fallen_cost(row["lengths"], config.horizon) for row in rows])
+    at_equal = learner_summary(deviation, cost, expert_cost, learners["dagger"]["expert_labels_by_seed"], horizons)
+    at_equal["episode_length"] = float(np.mean([row["lengths"].mean() for row in rows]))
+    learners["behaviour_cloning"]["at_dagger_labels"] = at_equal
     learners["dagger"]["rounds"] = int(round(float(np.mean(learners["dagger"]["rounds_by_seed"]))))
     learners["dagger"]["beta"] = [Exponential(config.beta_decay)(i) for i in range(config.max_rounds)]
     return {"env": "cartpole", "radius": None, "horizon": config.horizon, "seeds": config.seeds,

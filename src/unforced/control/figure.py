@@ -28,6 +28,11 @@ def plot_control(result: dict, path: str | Path) -> Path:
         left.plot(steps, entry["deviation"], color=COLOURS[learner], label=label)
         left.fill_between(steps, entry["deviation_spread"]["min"], entry["deviation_spread"]["max"],
                           color=COLOURS[learner], alpha=0.2, linewidth=0)
+    equal = result["learners"]["behaviour_cloning"].get("at_dagger_labels")
+    if equal is not None:  # CartPole: behaviour cloning stopped at the labels DAgger needed
+        left.plot(np.arange(len(equal["deviation"])), equal["deviation"], color=COLOURS["behaviour_cloning"],
+                  linestyle="--", label=f"behaviour cloning at DAgger's {equal['expert_labels']} labels "
+                                        f"(episode length {equal['episode_length']:.0f})")
     left.set(xlabel="time step", ylabel="|x_learner - x_expert|", title=f"deviation from the expert ({title})")
     if result["env"] == "linear":
         left.set_yscale("log")
