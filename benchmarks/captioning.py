@@ -22,7 +22,6 @@ import argparse
 import copy
 import json
 import random
-import statistics
 import sys
 import tempfile
 import time
@@ -33,6 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _branches import RewardClock, relative, spread, train  # noqa: E402
 from common import goal, interleaved, provenance  # noqa: E402
 
 from unforced.diagnostics import evaluate  # noqa: E402
@@ -111,49 +111,6 @@ def test_scores(model, task: Task, beam: int) -> tuple[dict, dict]:
     return scores, {**positions, "count": figures["per_position"]["count"]}
 
 
-class RewardClock:
-    """The reward, timed: seconds spent inside it."""
-
-    def __init__(self, reward):
-        self.reward, self.seconds = reward, 0.0
-
-    def __call__(self, hypotheses, references):
-        start = time.perf_counter()
-        try:
-            return self.reward(hypotheses, references)
-        finally:
-            self.seconds += time.perf_counter() - start
-
-
-def train(model, strategy, task: Task, steps: int, batch: int, lr: float, seed: int, start: int = 0,
-          patience: Patience | None = None, eval_every: int = 0, valid_limit: int | None = None) -> dict:
-    """Up to `steps` optimiser steps (Adam) of `strategy` over seeded shuffles of the training split; with
-    `patience`, validated every `eval_every` steps, stopping on a stall with the best weights loaded. Returns the
-    seconds taken (validation included) and the steps."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    model.train()
-    began, done, epoch = time.perf_counter(), 0, start
-    stalled = False
-    while done < steps and not stalled:
-        for rows in task.batches("train", batch, shuffle=True, seed=seed * 1000 + epoch):
-            if done == steps or stalled:
-                break
-            output = strategy.loss(model, rows, start + done)
-            optimizer.zero_grad()
-            output.loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            done += 1
-            if patience is not None and (done % eval_every == 0 or done == steps):
-                stalled = patience.update(evaluate(model, task, "valid", limit=valid_limit), done, model)
-                model.train()
-        epoch += 1
-    if patience is not None and patience.best_weights() is not None:
-        model.load_state_dict(patience.best_weights())
-    model.eval()
-    return {"seconds": time.perf_counter() - began, "steps": done}
-
-
 def compare(size: dict, seed: int, task: Task, scratch: Path) -> dict:
     longest_source, longest_target = task.longest()
     torch.manual_seed(seed)
@@ -198,20 +155,6 @@ def compare(size: dict, seed: int, task: Task, scratch: Path) -> dict:
             "relative_gain": {k: None if v is None else round(v, 4) for k, v in gains.items()},
             "seconds": {k: round(v, 1) for k, v in seconds.items()},
             "reward_share_of_scst_steps": {k: round(v, 4) for k, v in shares.items()}}
-
-
-def relative(value: float, base: float) -> float | None:
-    """value / base - 1; None when the base scores 0 (a model too small to caption at all)."""
-    return value / base - 1 if base > 0 else None
-
-
-def spread(values: list[float | None]) -> dict:
-    values = [v for v in values if v is not None]
-    if not values:
-        return {"mean": None, "values": []}
-    return {"mean": round(statistics.mean(values), 4),
-            "stdev": round(statistics.stdev(values), 4) if len(values) > 1 else 0.0,
-            "min": round(min(values), 4), "max": round(max(values), 4), "values": values}
 
 
 def main(argv: list[str] | None = None) -> dict:
