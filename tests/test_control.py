@@ -126,3 +126,9 @@ def test_the_core_package_does_not_import_gymnasium():
     code = ("import sys, unforced, unforced.cli, unforced.control; "
             "assert 'gymnasium' not in sys.modules, 'gymnasium imported'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_an_out_folder_that_cannot_be_made_exits_2_before_running(capsys, tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    code, out, err = call(["control", "--env", "linear", "--out", str(tmp_path / "file" / "run")], capsys)
+    assert code == 2 and out == "" and "--out" in err and "seed" not in err

@@ -45,13 +45,14 @@ def control(env: str = typer.Option(..., "--env", help="linear (x' = A x + u + w
     options = {key: value for key, value in {"radius": radius, "horizon": horizon, "seeds": seeds}.items()
                if value is not None}
     progress = lambda message: stderr.print(message, highlight=False)  # noqa: E731
-    if env == "linear":
-        result = run_linear(LinearConfig(**options), progress)
-    else:
-        result = run_cartpole(CartPoleConfig(**options), progress)
-    out = out or default_out(env, result["radius"])
+    config = LinearConfig(**options) if env == "linear" else CartPoleConfig(**options)
+    out = out or default_out(env, config.radius if env == "linear" else None)
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        out.mkdir(parents=True, exist_ok=True)  # before the run: a folder that cannot be written fails at once
+    except OSError as error:
+        raise UnforcedError(f"--out {out}: cannot write there: {error}") from None
+    result = run_linear(config, progress) if env == "linear" else run_cartpole(config, progress)
+    try:
         atomic_write_text(json.dumps(result, indent=2) + "\n", out / "result.json")
         figure = plot_control(result, out / "deviation.png")
     except OSError as error:
