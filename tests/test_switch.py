@@ -106,3 +106,27 @@ def test_bad_switch_settings_are_refused_before_training(tmp_path):
         parse_entry("teacher_forcing>reinforce")
     phases = parse_entry("teacher_forcing>reinforce", switch=True)
     assert [p.steps for p in phases] == [None, None]
+
+
+def test_the_command_line_takes_the_switch_from_the_config_file(tmp_path, capsys):
+    import json
+
+    import yaml
+    from cli_helper import call
+
+    config = tmp_path / "switch.yaml"
+    config.write_text(yaml.safe_dump({"task_options": {"size": 200, "length": 5},
+                                      "model": {"kind": "gru", "embedding": 16, "hidden": 32},
+                                      "train": {"steps": 40, "batch_size": 16, "eval_every": 5, "eval_limit": 16,
+                                                "log_every": 5}, "test_limit": 16, "diagnostics_limit": 0,
+                                      "switch": STALL}))
+    code, out, err = call(["run", "--task", "copy", "--quick", "--strategies",
+                           "teacher_forcing>parallel_scheduled_sampling:4", "--config", str(config),
+                           "--out", str(tmp_path / "run"), "--json"], capsys)
+    assert code == 0, err
+    move, = json.loads(out)["strategies"]["teacher_forcing>parallel_scheduled_sampling:4"]["switches"]
+    assert move["global_step"] == 15 and move["best_step"] == 5
+    config.write_text(yaml.safe_dump({"switch": {"metric": "bleu", "patience": "soon"}}))
+    code, _, err = call(["run", "--task", "copy", "--quick", "--config", str(config), "--out",
+                         str(tmp_path / "bad")], capsys)
+    assert code == 2 and "switch.patience" in err
