@@ -562,6 +562,9 @@ app.add_typer(specimens_app, name="specimens")
 from unforced.lab.cli import lab  # noqa: E402
 
 app.command()(lab)
+from unforced.control.cli import control  # noqa: E402  (behaviour cloning vs DAgger, docs/control.md)
+
+app.command()(control)
 
 
 def main() -> None:
