@@ -165,6 +165,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1: on a shared 2-core machine two threads fight, ~10x slower measured)")
     parser.add_argument("--cache-dir", default=None, help="where the font and the corpus are (default the cache)")
+    parser.add_argument("--speed-only", action="store_true",
+                        help="only the CIDEr-D timing (1): a minute, to take it again on a quiet machine")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     size = dict(QUICK if args.quick else FULL)
@@ -172,6 +174,13 @@ def main(argv: list[str] | None = None) -> dict:
         size["seeds"] = args.seeds
     began = time.perf_counter()
     speed = cider_speed(500 if args.quick else 5000, 3 if args.quick else 7)
+    if args.speed_only:
+        result = {"provenance": provenance(device="cpu"), "benchmark": "captioning", "part": "cider_d_speed",
+                  "quick": args.quick, "cider_d_speed": speed,
+                  "goals": {"cider_d_5000x5_cached_seconds": goal(speed["cached_call_ms"]["median"] / 1000,
+                                                                  CIDER_SECONDS_GOAL)}}
+        print(json.dumps(result, indent=None if args.json else 1))
+        return result
     task = captions.captions_task(size=size["size"], objects=size["objects"], image_size=size["image_size"],
                                   cache_dir=args.cache_dir)
     task = in_memory(task, size["image_size"])

@@ -28,3 +28,18 @@ def test_captioning_quick(bench_quick):
                                      "scst_relative_cider_d_gain"}
     for entry in results["goals"].values():
         assert set(entry) >= {"value", "goal", "met"} and isinstance(entry["met"], bool)
+
+
+def test_captioning_speed_only_is_the_timing_alone():
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "captioning.py"
+    done = subprocess.run([sys.executable, str(script), "--quick", "--speed-only", "--json"], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    results = json.loads(done.stdout)
+    assert results["part"] == "cider_d_speed" and "runs" not in results
+    assert results["cider_d_speed"]["candidates"] == 500 and set(results["goals"]) == {"cider_d_5000x5_cached_seconds"}
