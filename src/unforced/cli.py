@@ -251,7 +251,7 @@ def _default_out(data: dict) -> Path:
 
 
 def _run(config_data: dict, out: Path | None, as_json: bool, resume: bool, overwrite: bool = False,
-         seeds: int = 1) -> None:
+         seeds: int = 1, sweep: dict | None = None) -> None:
     from unforced.config import validate_config
     from unforced.experiment import RunConfig, run_experiment
     from unforced.report import build_report
@@ -262,6 +262,8 @@ def _run(config_data: dict, out: Path | None, as_json: bool, resume: bool, overw
         if resume:
             raise UnforcedError("--resume needs --out: the run directory to continue")
         out = _default_out(config_data)
+    if sweep is not None:
+        return _run_sweep(config, out, as_json, overwrite, seeds, sweep)
     with _Bars(enabled=sys.stderr.isatty() or not as_json) as bars:
         if seeds == 1:
             results = run_experiment(config, out, progress=bars, resume=resume, overwrite=overwrite)
@@ -279,6 +281,39 @@ def _run(config_data: dict, out: Path | None, as_json: bool, resume: bool, overw
     stderr.print(f"results: {out / 'results.json'}\nreport:  {report}")
 
 
+def _run_sweep(config, out: Path, as_json: bool, overwrite: bool, seeds: int, sweep: dict) -> None:
+    """--parallel / --grid: every (entry, seed, setting) a job of its own (parallel.py)."""
+    from unforced.parallel import parse_grid, run_sweep
+    from unforced.report import build_report
+
+    def say(tag: str, record: dict) -> None:
+        if as_json and not sys.stderr.isatty():
+            return
+        if record.get("state") == "start":
+            stderr.print(f"sweep: {record['jobs']} jobs to run on {record['backend']}, {record['workers']} at a "
+                         f"time, {record['threads']} torch threads each", highlight=False)
+        elif record.get("state") == "done":
+            stderr.print(f"[{tag}] done ({record['done']}/{record['jobs']})", highlight=False)
+
+    results = run_sweep(config, out, seeds, backend=sweep["backend"], grid=parse_grid(sweep["grid"]),
+                        workers=sweep["jobs"], retries=sweep["retries"], overwrite=overwrite, progress=say)
+    settings = results.get("settings", {"": results})
+    for name, part in settings.items():
+        if part["strategies"]:
+            build_report(out / name if name else out)
+    if as_json:
+        sys.stdout.write(json.dumps(results) + "\n")
+        return
+    for name, part in settings.items():
+        if part["strategies"]:
+            if name:
+                stderr.print(f"setting {name}", highlight=False)
+            stderr.print(_table(part))
+    missing = results["sweep"]["missing"]
+    stderr.print(f"jobs run now: {len(results['sweep']['ran'])}; missing: {len(missing)}\nresults: "
+                 f"{out / 'results.json'}")
+
+
 @app.command()
 def run(task: str = typer.Option(None, help="registered task name or a .tsv/.jsonl pairs file"),
         strategies: str = typer.Option(None, help="comma-separated names or chains (a:2000>b:500)"),
@@ -292,6 +327,13 @@ def run(task: str = typer.Option(None, help="registered task name or a .tsv/.jso
         device: str = typer.Option(None, help=DEVICE_HELP),
         precision: str = typer.Option(None, help=PRECISION_HELP),
         seeds: int = typer.Option(1, help="repeat every strategy over this many seeds; report mean and spread"),
+        parallel: str = typer.Option(None, help="run every (strategy, seed, setting) as a job of its own: local "
+                                                "(a process pool sized to the cores) or ray[:ADDRESS]; the same "
+                                                "command again finishes the missing jobs"),
+        grid: list[str] = typer.Option(None, help="a setting to sweep, strategy.option=v1,v2 (e.g. scheduled_"
+                                                  "sampling.schedule_params.k=100,300,1000); repeatable"),
+        jobs: int = typer.Option(None, help="with --parallel local: jobs at a time (default: the cores)"),
+        retries: int = typer.Option(2, help="with --parallel: times a failed job is run again"),
         resume: bool = typer.Option(False, "--resume", help="continue from the checkpoints in --out"),
         overwrite: bool = typer.Option(False, "--overwrite", help="replace a run already in --out"),
         as_json: bool = typer.Option(False, "--json", help="print the JSON result alone on stdout")):
@@ -311,7 +353,17 @@ def run(task: str = typer.Option(None, help="registered task name or a .tsv/.jso
         data["seed"] = seed
     _apply_model(data, model)
     _apply_device(data, device, precision)
-    _run(data, out, as_json, resume, overwrite, seeds)
+    sweep = None
+    if parallel is not None or grid:
+        if resume:
+            raise UnforcedError("--parallel and --grid resume by themselves: run the same command again, "
+                                "without --resume")
+        if jobs is not None and jobs < 1:
+            raise UnforcedError(f"--jobs must be at least 1, got {jobs}")
+        if retries < 0:
+            raise UnforcedError(f"--retries must not be negative, got {retries}")
+        sweep = {"backend": parallel or "serial", "grid": grid or [], "jobs": jobs, "retries": retries}
+    _run(data, out, as_json, resume, overwrite, seeds, sweep)
 
 
 @app.command()
