@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from unforced.parallel import DONE, KILL_AFTER_ENV, aggregate_sweep, run_sweep
 from unforced.run_config import RunConfig
@@ -24,6 +25,7 @@ TINY = {"task": "copy", "task_options": {"size": 120, "length": 4}, "strategies"
         "train": {"steps": 12, "batch_size": 8, "eval_every": 6, "eval_limit": 8, "checkpoint_every": 4,
                   "log_every": 4},
         "test_limit": 12, "diagnostics_limit": 0}
+THREADS = torch.get_num_threads()  # the test run's (UNFORCED_TEST_THREADS)
 UNTIMED = {"train_seconds", "signature", "checkpoint", "reused_prefix", "sweep", "threads"}
 
 
@@ -59,7 +61,8 @@ def sequential(tmp_path_factory):
 
 
 def test_the_local_backend_gives_the_sequential_aggregate(sequential, tmp_path):
-    results = run_sweep(tiny(), tmp_path / "sweep", SEEDS, backend="local", workers=2)
+    # as many torch threads per job as the sequential run had: float sums then add up in the same order
+    results = run_sweep(tiny(), tmp_path / "sweep", SEEDS, backend="local", workers=2, threads=THREADS)
     assert results["seeds"] == sequential["seeds"] == [0, 1, 2]
     assert set(results["strategies"]) == set(STRATEGIES)
     assert sorted(results["sweep"]["ran"]) == sorted(f"seed-{s}/{e}" for s in range(SEEDS) for e in STRATEGIES)
@@ -80,9 +83,9 @@ def test_the_local_backend_gives_the_sequential_aggregate(sequential, tmp_path):
 def test_a_local_ray_gives_the_sequential_aggregate(sequential, tmp_path):
     import ray  # the ray extra, in dev: installs from PyPI beside torch (no skip)
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=2 * THREADS, include_dashboard=False, log_to_driver=False)
     try:
-        results = run_sweep(tiny(), tmp_path / "sweep", SEEDS, backend="ray")
+        results = run_sweep(tiny(), tmp_path / "sweep", SEEDS, backend="ray", workers=2, threads=THREADS)
     finally:
         ray.shutdown()
     assert len(results["sweep"]["ran"]) == SEEDS * len(STRATEGIES)

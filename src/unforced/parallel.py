@@ -179,9 +179,11 @@ def usable_cores() -> int:
 
 def run_sweep(config: RunConfig, out: Path, seeds: int, backend: str = "local", grid: list | None = None,
               workers: int | None = None, retries: int = 2, overwrite: bool = False,
-              progress: Callable[[str, dict], None] | None = None) -> dict:
+              progress: Callable[[str, dict], None] | None = None, threads: int | None = None) -> dict:
     """Every job of the sweep not finished yet, on `backend` (`local`, `serial` in this process, `ray` or
-    `ray:ADDRESS`); then the aggregate. Returns the aggregate with `sweep` saying which jobs ran this time."""
+    `ray:ADDRESS`); then the aggregate. Returns the aggregate with `sweep` saying which jobs ran this time.
+    `workers` jobs run at once (default: the usable cores), each with `threads` torch threads (default: cores //
+    workers, so the cores are not oversubscribed)."""
     if backend not in ("serial", "local", "ray") and not backend.startswith("ray:"):
         raise UnforcedError(f"--parallel must be local or ray[:ADDRESS], got {backend!r}")
     out = Path(out)
@@ -207,7 +209,7 @@ def run_sweep(config: RunConfig, out: Path, seeds: int, backend: str = "local", 
         payloads = {job: (job_config(plan, job), str(job.directory(out))) for job in todo}
         cores = usable_cores()
         workers = max(1, min(workers or cores, len(todo) or 1))
-        threads = max(1, cores // workers)
+        threads = threads or max(1, cores // workers)
         kill_after = int(os.environ.get(KILL_AFTER_ENV, "0") or 0)
         finished: list[Job] = []
 
