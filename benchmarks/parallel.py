@@ -131,6 +131,12 @@ def main(argv: list[str] | None = None) -> dict:
                   "finished jobs run again after a kill": goal(
                       len(set(finished) & set(rerun_results["sweep"]["ran"])), 0)},
     }
+    busiest = max(max(load_before[:1]), max(load_after[:1]))
+    results["load_note"] = (
+        f"the 1-minute load was {busiest:.2f} at the start or end of the timed runs on {cores} cores: other work held"
+        f" about {busiest:.1f} core(s), so the pool's {workers} workers did not have the cores to themselves and the"
+        f" ratio is polluted by load (read it as an upper bound)" if busiest >= 0.5 else
+        f"the 1-minute load was below 0.5 ({busiest:.2f}) around the timed runs: the cores were nearly free")
     if args.quick:  # tiny jobs: the ratio is mostly process start-up, no measure of the goal
         results["goals"] = {k: v for k, v in results["goals"].items() if "wall time" not in k}
     print_goals(results["goals"])

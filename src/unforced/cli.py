@@ -286,17 +286,25 @@ def _run_sweep(config, out: Path, as_json: bool, overwrite: bool, seeds: int, sw
     from unforced.parallel import parse_grid, run_sweep
     from unforced.report import build_report
 
-    def say(tag: str, record: dict) -> None:
-        if as_json and not sys.stderr.isatty():
-            return
-        if record.get("state") == "start":
-            stderr.print(f"sweep: {record['jobs']} jobs to run on {record['backend']}, {record['workers']} at a "
-                         f"time, {record['threads']} torch threads each", highlight=False)
-        elif record.get("state") == "done":
-            stderr.print(f"[{tag}] done ({record['done']}/{record['jobs']})", highlight=False)
+    lines = _PlainProgress() if sys.stderr.isatty() or not as_json else None  # a line at least every 30 s
 
-    results = run_sweep(config, out, seeds, backend=sweep["backend"], grid=parse_grid(sweep["grid"]),
-                        workers=sweep["jobs"], retries=sweep["retries"], overwrite=overwrite, progress=say)
+    def say(tag: str, record: dict) -> None:
+        if lines is None:
+            return
+        with lines.lock:
+            if record.get("state") == "start":
+                lines.current = f"sweep: 0/{record['jobs']} jobs done"
+                lines._print(f"sweep: {record['jobs']} jobs to run on {record['backend']}, {record['workers']} at "
+                             f"a time, {record['threads']} torch thread(s) each")
+            elif record.get("state") == "done":
+                lines.current = f"sweep: {record['done']}/{record['jobs']} jobs done"
+                lines._print(f"[{tag}] done ({record['done']}/{record['jobs']})")
+
+    import contextlib
+
+    with lines if lines is not None else contextlib.nullcontext():
+        results = run_sweep(config, out, seeds, backend=sweep["backend"], grid=parse_grid(sweep["grid"]),
+                            workers=sweep["jobs"], retries=sweep["retries"], overwrite=overwrite, progress=say)
     settings = results.get("settings", {"": results})
     for name, part in settings.items():
         if part["strategies"]:
