@@ -5,6 +5,7 @@ from __future__ import annotations
 from unforced.config import validate_config
 from unforced.errors import UnforcedError
 from unforced.strategies.base import StepOutput, Strategy, needs_warm_start, token_nll
+from unforced.strategies.dagger import Dagger, DaggerConfig
 from unforced.strategies.minimum_risk import MinimumRisk, MinimumRiskConfig
 from unforced.strategies.mixer import Mixer, MixerConfig
 from unforced.strategies.parallel_scheduled_sampling import (
@@ -12,6 +13,7 @@ from unforced.strategies.parallel_scheduled_sampling import (
     ParallelScheduledSamplingConfig,
 )
 from unforced.strategies.preference import Preference, PreferenceConfig
+from unforced.strategies.professor_forcing import ProfessorForcing, ProfessorForcingConfig
 from unforced.strategies.reinforce import Reinforce, ReinforceConfig
 from unforced.strategies.scheduled_sampling import ScheduledSampling, ScheduledSamplingConfig
 from unforced.strategies.teacher_forcing import TeacherForcing, TeacherForcingConfig
@@ -24,6 +26,8 @@ STRATEGIES: dict[str, tuple[type, type]] = {
     "mixer": (MixerConfig, Mixer),
     "preference": (PreferenceConfig, Preference),
     "minimum_risk": (MinimumRiskConfig, MinimumRisk),
+    "dagger": (DaggerConfig, Dagger),
+    "professor_forcing": (ProfessorForcingConfig, ProfessorForcing),
 }
 
 # Where a strategy that declares `warm_start = True` starts from, named alone in `unforced run`: the model this

@@ -15,7 +15,14 @@ from unforced.tasks.captions import captions_task
 from unforced.tasks.files import file_task
 from unforced.tasks.manifests import manifest_kind, manifest_task
 from unforced.tasks.speech import speech_task
-from unforced.tasks.synthetic import addition_task, copy_task, reverse_task, sort_task, toy_translation_task
+from unforced.tasks.synthetic import (
+    addition_task,
+    copy_task,
+    noisy_copy_task,
+    reverse_task,
+    sort_task,
+    toy_translation_task,
+)
 from unforced.tasks.tables import table_task
 
 TASKS: dict[str, Callable[..., Task]] = {
@@ -25,6 +32,7 @@ TASKS: dict[str, Callable[..., Task]] = {
     "reverse": reverse_task,
     "sort": sort_task,
     "addition": addition_task,
+    "noisy-copy": noisy_copy_task,
     "speech": speech_task,
     "captions": captions_task,
 }

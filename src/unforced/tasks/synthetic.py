@@ -1,4 +1,5 @@
-"""Synthetic tasks with exact oracles: copy, reverse, sort, addition, and a toy translation grammar.
+"""Synthetic tasks with exact oracles: copy, reverse, sort, addition, a toy translation grammar, and noisy-copy
+(whose oracle is the edit-distance one of tasks/oracles.py).
 
 Each example carries a difficulty for the easy-to-hard curriculum: the number of source symbols (copy, reverse,
 sort), the digits of the longer operand (addition), the words of the source sentence (toy translation).
@@ -16,6 +17,7 @@ from collections import Counter
 
 from unforced.errors import UnforcedError
 from unforced.tasks.base import Example, Pair, Task, deterministic_split
+from unforced.tasks.oracles import EditDistanceOracle, PositionalOracle, with_edit_distance_oracle
 from unforced.tasks.tokenizers import EOS, VocabTokenizer
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
@@ -46,13 +48,7 @@ def _unique_pairs(make, size: int, rng: random.Random) -> list[Pair]:
 
 
 def _positional_oracle(task: Task, solve):
-    tokenizer = task.target_tokenizer
-
-    def oracle(source: str, prefix: list[int]) -> set[int]:
-        answer = tokenizer.encode(solve(source))
-        return {answer[len(prefix)]} if len(prefix) < len(answer) else {EOS}
-
-    return oracle
+    return PositionalOracle(task.target_tokenizer, solve)
 
 
 def symbol_task(name: str, solve, description: str, length: int = 10, min_length: int = 2, symbols: int = 10,
@@ -152,8 +148,13 @@ def _phrase(rng: random.Random) -> tuple[str, str, bool]:
     return " ".join(english), " ".join(target), plural
 
 
-def toy_translation_task(size: int = 8000, seed: int = 0) -> Task:
-    """A generated compositional grammar with reordering (SVO -> SOV, adjective after noun) and agreement."""
+def toy_translation_task(size: int = 8000, seed: int = 0, oracle: str = "none") -> Task:
+    """A generated compositional grammar with reordering (SVO -> SOV, adjective after noun) and agreement.
+
+    oracle: "none" (default: no oracle, the diagnostics as before) or "edit_distance" (the OCD oracle over the
+    references, opt-in)."""
+    if oracle not in ("none", "edit_distance"):
+        raise UnforcedError(f"task option oracle must be 'none' or 'edit_distance', got {oracle!r}")
     if size < 3:
         raise UnforcedError(f"task option size must be at least 3, got {size}")
 
@@ -172,7 +173,49 @@ def toy_translation_task(size: int = 8000, seed: int = 0) -> Task:
     train, valid, test = deterministic_split(pairs, seed)
     source_tok = VocabTokenizer.train([s for s, _ in pairs], "word")
     target_tok = VocabTokenizer.train([t for _, t in pairs], "word")
-    return Task(name="toy-translation", train=train, valid=valid, test=test, source_tokenizer=source_tok,
+    task = Task(name="toy-translation", train=train, valid=valid, test=test, source_tokenizer=source_tok,
                 target_tokenizer=target_tok, metric="bleu",
                 description="generated grammar: reordering and agreement, no data needed",
-                settings={"size": size, "seed": seed})
+                settings={"size": size, "seed": seed, "oracle": oracle})
+    return with_edit_distance_oracle(task) if oracle == "edit_distance" else task
+
+
+NOISE = "0123456789"
+
+
+def noisy_copy_task(length: int = 10, min_length: int = 2, symbols: int = 10, noise: float = 0.3,
+                    size: int = 5000, seed: int = 0) -> Task:
+    """Copy the letters of a noisy source: noise digits are dropped and stuttered letters collapsed.
+
+    The target has no two equal neighbours; the source repeats each letter 2-3 times with probability `noise`
+    and inserts a noise digit after a letter with probability `noise`, so target positions move against source
+    positions. The metric is WER over symbols and the oracle the edit-distance one (optimal under that metric):
+    after a skipped or doubled letter it names the tokens that realign, not the letter at the same position.
+    """
+    _check(length, min_length, size, symbols)
+    if not 0.0 <= noise <= 1.0:
+        raise UnforcedError(f"task option noise must be in [0, 1], got {noise}")
+    alphabet = LETTERS[:symbols]
+
+    def make(rng: random.Random) -> Pair:
+        target: list[str] = []
+        for _ in range(rng.randint(min_length, length)):
+            target.append(rng.choice([c for c in alphabet if not target or c != target[-1]]))
+        source: list[str] = []
+        for letter in target:
+            source += [letter] * (rng.randint(2, 3) if rng.random() < noise else 1)
+            if rng.random() < noise:
+                source.append(rng.choice(NOISE))
+        return " ".join(source), " ".join(target)
+
+    pairs = [Example(s, t, difficulty=len(t.split())) for s, t in _unique_pairs(make, size, random.Random(seed))]
+    train, valid, test = deterministic_split(pairs, seed)
+    source_tok = VocabTokenizer(list(alphabet) + list(NOISE), "word")
+    target_tok = VocabTokenizer(list(alphabet), "word")
+    task = Task(name="noisy-copy", train=train, valid=valid, test=test, source_tokenizer=source_tok,
+                target_tokenizer=target_tok, metric="wer",
+                description="copy the letters of a noisy source (stutters collapsed, noise digits dropped)",
+                settings={"length": length, "min_length": min_length, "symbols": symbols, "noise": noise,
+                          "size": size, "seed": seed})
+    task.oracle = EditDistanceOracle.from_task(task)
+    return task
