@@ -1,0 +1,17 @@
+"""benchmarks/dagger.py: its --quick smoke variant runs and prints the JSON it promises (structure only)."""
+
+from __future__ import annotations
+
+
+def test_dagger_quick(bench_quick):
+    results = bench_quick("dagger")
+    assert {"provenance", "speed", "evidence", "goals"} <= set(results)
+    assert set(results["speed"]["ms"]) == {"teacher_forcing", "dagger"}
+    assert set(results["evidence"]) == {"reverse", "noisy-copy", "toy-translation"}
+    for entry in results["evidence"].values():
+        for name in ("teacher_forcing", "dagger", "professor_forcing"):
+            assert 0.0 <= entry[name]["exact_match"]["mean"] <= 1.0
+        assert len(entry["dagger"]["exact_match"]["values"]) == results["settings"]["seeds"]
+    for goal in results["goals"].values():
+        assert set(goal) >= {"value", "goal", "met"}
+    assert results["goals"]["dagger_step_over_teacher_forcing"]["value"] == results["speed"]["ratio"]
