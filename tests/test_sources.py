@@ -70,11 +70,18 @@ def test_mel_filters_are_triangles_that_tile_the_band():
 
 def test_a_tone_lights_the_mel_bin_of_its_frequency():
     codec = AudioCodec(mels=40)
-    low, high = codec.log_mel(tone(300.0)), codec.log_mel(tone(3000.0))
-    assert low.shape == (tone(300.0).shape[0] // codec.hop + 1, 40)
-    assert int(low.mean(0).argmax()) < int(high.mean(0).argmax())
+    assert codec.log_mel(tone(300.0)).shape == (tone(300.0).shape[0] // codec.hop + 1, 40)
+
+    def mel_energy(samples):  # before the log and the per-bin normalisation (which flattens a steady tone)
+        spectrum = torch.stft(torch.from_numpy(samples), codec.fft_size, hop_length=codec.hop,
+                              win_length=codec.window, window=torch.hann_window(codec.window), center=True,
+                              return_complex=True)
+        return (spectrum.abs().square().T @ codec.filters).mean(0)
+
+    low, high = mel_energy(tone(300.0)), mel_energy(tone(3000.0))
+    assert int(low.argmax()) < int(high.argmax())
     centres = 700 * (10 ** (np.linspace(0, 2595 * np.log10(1 + 8000 / 700), 42)[1:-1] / 2595) - 1)
-    assert abs(centres[int(high.mean(0).argmax())] - 3000) < 300
+    assert abs(centres[int(high.argmax())] - 3000) < 300
 
 
 def test_audio_batch_pads_and_masks(tmp_path):
