@@ -50,8 +50,9 @@ def train(model, strategy, task: Task, steps: int, batch: int, lr: float, seed: 
                 stalled = patience.update(evaluate(model, task, "valid", limit=valid_limit), done, model)
                 model.train()
         epoch += 1
-    if patience is not None and patience.best_weights() is not None:
-        model.load_state_dict(patience.best_weights())
+    best = patience.best_weights() if patience is not None else None
+    if best is not None:  # read once: the file holds the whole model
+        model.load_state_dict(best)
     model.eval()
     return {"seconds": time.perf_counter() - began, "steps": done}
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import TEST_THREADS
-from test_reinforce import greedy_reward, toy_model, toy_task
+from test_reinforce import greedy_reward, toy_model, toy_task, warm_up
 
 from unforced.errors import UnforcedError
 from unforced.models import repeat_rows
@@ -16,7 +16,6 @@ from unforced.strategies import make_strategy
 from unforced.strategies.base import TaskBound, WarmStarted
 from unforced.strategies.minimum_risk import MinimumRisk, MinimumRiskConfig
 from unforced.strategies.reinforce import sequence_log_probs, shifted
-from unforced.strategies.teacher_forcing import TeacherForcing
 from unforced.vocab import EOS, PAD
 
 
@@ -96,13 +95,7 @@ def test_minimum_risk_raises_the_reward_it_is_trained_on_over_seeds():
     for seed in range(3):
         task = toy_task()
         model, batch = toy_model(task, seed=seed), task.collate(task.train)
-        optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-        teacher = TeacherForcing()
-        for step in range(20):
-            output = teacher.loss(model, batch, step)
-            optimizer.zero_grad()
-            output.loss.backward()
-            optimizer.step()
+        warm_up(model, batch)
         before = greedy_reward(model, task, chrf)
         risk = MinimumRisk(MinimumRiskConfig(reward="chrf", nbest=4), seed=seed).bind(task)
         optimizer = torch.optim.Adam(model.parameters(), lr=0.003)
