@@ -7,11 +7,14 @@ def test_dagger_quick(bench_quick):
     results = bench_quick("dagger")
     assert {"provenance", "speed", "evidence", "goals"} <= set(results)
     assert set(results["speed"]["ms"]) == {"teacher_forcing", "dagger"}
-    assert set(results["evidence"]) == {"reverse", "noisy-copy", "toy-translation"}
+    assert set(results["evidence"]) == {"reverse", "sort", "noisy-copy", "toy-translation"}
     for entry in results["evidence"].values():
         for name in ("teacher_forcing", "dagger", "professor_forcing"):
             assert 0.0 <= entry[name]["exact_match"]["mean"] <= 1.0
-        assert len(entry["dagger"]["exact_match"]["values"]) == results["settings"]["seeds"]
+            assert len(entry[name]["exact_match"]["values"]) == results["settings"]["seeds"]
+            judged = entry[name]["oracle_error"]["values"]
+            assert all(error >= 0.0 for error in judged)
+        assert set(entry["dagger_beats_teacher_forcing"]) == {"exact_match", "oracle_error"}
     for goal in results["goals"].values():
         assert set(goal) >= {"value", "goal", "met"}
     assert results["goals"]["dagger_step_over_teacher_forcing"]["value"] == results["speed"]["ratio"]

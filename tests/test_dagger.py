@@ -64,3 +64,28 @@ def test_transformer_step_runs():
     out = make_strategy("dagger").bind(task).loss(model, task.collate(task.train[:8]), 0)
     out.loss.backward()
     assert torch.isfinite(out.loss)
+
+
+def test_run_and_report_take_dagger_and_professor_forcing(tmp_path, capsys):
+    import json
+
+    import yaml
+    from cli_helper import call
+
+    from unforced.report import build_report
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({"task_options": {"size": 120, "length": 4},
+                                      "model": {"kind": "gru", "embedding": 8, "hidden": 16},
+                                      "train": {"steps": 6, "batch_size": 8, "eval_every": 3, "eval_limit": 8},
+                                      "test_limit": 12, "diagnostics_limit": 0}))
+    out = tmp_path / "run"
+    code, stdout, err = call(["run", "--task", "reverse", "--quick", "--config", str(config), "--strategies",
+                              "teacher_forcing,dagger,professor_forcing", "--out", str(out), "--json"], capsys)
+    assert code == 0, err
+    strategies = json.loads(stdout)["strategies"]
+    assert set(strategies) == {"teacher_forcing", "dagger", "professor_forcing"}
+    for figures in strategies.values():
+        assert 0.0 <= figures["metric"]["fr"] <= 1.0
+    page = build_report(out).read_text(encoding="utf-8")
+    assert "dagger" in page and "professor_forcing" in page
