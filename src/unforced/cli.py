@@ -218,6 +218,18 @@ def _apply_model(data: dict, model: str | None) -> None:
 DEVICE_HELP = "auto (CUDA where available, else CPU), cpu, cuda or cuda:N; under accelerate/torchrun each process " \
               "takes its LOCAL_RANK's GPU"
 PRECISION_HELP = "fp32, or bf16 (autocast; CUDA only)"
+FSDP_HELP = "shard weights, gradients and optimizer states over the launched processes (FSDP; on by itself under " \
+            "accelerate launch --use_fsdp); docs/scaling.md lists the strategies it trains"
+
+
+def _apply_fsdp(data: dict, fsdp: bool) -> None:
+    """--fsdp into the config's train section."""
+    if not fsdp:
+        return
+    section = data.setdefault("train", {})
+    if not isinstance(section, dict):
+        raise UnforcedError("config: the train section must be a mapping")
+    section["fsdp"] = True
 
 
 def _apply_device(data: dict, device: str | None, precision: str | None = None) -> None:
@@ -334,6 +346,7 @@ def run(task: str = typer.Option(None, help="registered task name or a .tsv/.jso
         seed: int = typer.Option(None, help="random seed"),
         device: str = typer.Option(None, help=DEVICE_HELP),
         precision: str = typer.Option(None, help=PRECISION_HELP),
+        fsdp: bool = typer.Option(False, "--fsdp", help=FSDP_HELP),
         seeds: int = typer.Option(1, help="repeat every strategy over this many seeds; report mean and spread"),
         parallel: str = typer.Option(None, help="run every (strategy, seed, setting) as a job of its own: local "
                                                 "(a process pool sized to the cores) or ray[:ADDRESS]; the same "
@@ -361,6 +374,7 @@ def run(task: str = typer.Option(None, help="registered task name or a .tsv/.jso
         data["seed"] = seed
     _apply_model(data, model)
     _apply_device(data, device, precision)
+    _apply_fsdp(data, fsdp)
     sweep = None
     if parallel is not None or grid:
         if resume:
@@ -383,6 +397,7 @@ def train(task: str = typer.Option(..., help="registered task name or a .tsv/.js
           model: str = typer.Option(None, help="gru, lstm, transformer, decoder_only, or hf:PATH"),
           device: str = typer.Option(None, help=DEVICE_HELP),
           precision: str = typer.Option(None, help=PRECISION_HELP),
+          fsdp: bool = typer.Option(False, "--fsdp", help=FSDP_HELP),
           resume: bool = typer.Option(False, "--resume", help="continue from <out>/checkpoints/last.pt"),
           overwrite: bool = typer.Option(False, "--overwrite", help="replace a run already in --out"),
           as_json: bool = typer.Option(False, "--json", help="print the JSON result alone on stdout")):
@@ -393,6 +408,7 @@ def train(task: str = typer.Option(..., help="registered task name or a .tsv/.js
         data["preset"] = preset
     _apply_model(data, model)
     _apply_device(data, device, precision)
+    _apply_fsdp(data, fsdp)
     _run(data, out, as_json, resume, overwrite)
 
 

@@ -6,7 +6,8 @@ processes and divided by their number, the update equals one process training on
 are averaged with one all-reduce of a flat buffer after `backward`: models here are driven through `encode`,
 `forced` and `step`, not `forward`, so DistributedDataParallel's forward hooks would never run.
 Only the main process writes checkpoints, metrics, results and progress; it alone evaluates, and broadcasts the
-figures so that every process's strategy observes the same values.
+figures so that every process's strategy observes the same values. Sharded training (fsdp.py) keeps these
+batch semantics and replaces the all-reduce with FSDP's reduce-scatter.
 
 Devices: "auto" is CUDA where it is available, else the CPU; under a launch with CUDA each process takes the GPU
 of its LOCAL_RANK ("cuda" alone means that one too, "cuda:N" names one GPU for every process).

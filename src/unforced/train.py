@@ -9,7 +9,8 @@ writes (through runfiles.py):
     <checkpoint_dir>/best.pt     the best evaluation's weights, where the phase switches on a stall (switch.py)
 
 The model and every batch live on `config.device` (auto: CUDA where available); `config.precision` bf16 runs the
-loss under CUDA autocast. Checkpoints are read onto the CPU and moved.
+loss under CUDA autocast. Checkpoints are read onto the CPU and moved. Under FSDP (`config.fsdp`, fsdp.py) the
+Trainer trains a sharded copy, and `model` stays where it is and receives the trained weights at the end.
 
 A resumed run replays exactly: batches are a function of (seed, step), and the checkpoint carries the global and
 the strategy's random states, so a run killed and resumed reaches the same weights as one never interrupted.
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from unforced import __version__, distributed
+from unforced import __version__, distributed, fsdp
 from unforced.errors import UnforcedError
 from unforced.runfiles import CHECKPOINT_FORMAT, append_metrics, atomic_save, keep_metrics, load_checkpoint
 from unforced.strategies.base import BatchFilter, Observer, OwnOptimizers, Stateful
@@ -43,6 +44,8 @@ class TrainConfig:
     eval_every: steps between validation evaluations (0 disables). eval_limit: validation pairs per evaluation.
     checkpoint_every: steps between checkpoints (the last step always writes one). log_every: steps between
     metrics lines. seed: seeds the weights, the batch order and every random choice of the strategy.
+    fsdp: shard the weights, gradients and optimizer states over the processes of a launch (fsdp.py); also on
+    under `accelerate launch --use_fsdp`.
     """
 
     steps: int = 2000
@@ -59,6 +62,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     precision: str = "fp32"
+    fsdp: bool = False
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "eval_limit", "log_every", "max_bad_steps"):
@@ -90,6 +94,10 @@ class Trainer:
         self.main = distributed.is_main()
         self.device = distributed.choose_device(config.device)
         self.autocast = config.precision == "bf16"
+        self.fsdp = fsdp.active(config.fsdp)
+        if self.fsdp:  # trains a sharded copy; `model` stays whole and receives the weights after fit
+            fsdp.check_strategy(strategy)
+            self.whole, model = model, fsdp.shard(model, self.device)
         self.model, self.task, self.strategy, self.config = model.to(self.device), task, strategy, config
         self.checkpoint_path = Path(checkpoint_dir) / "last.pt"
         self.metrics_path = Path(metrics_path)
@@ -103,7 +111,7 @@ class Trainer:
         if patience is not None and not (evaluate and config.eval_every):
             raise UnforcedError("a phase that switches on a validation stall needs validation: set "
                                 "train.eval_every above 0")
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate,
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.learning_rate,
                                            weight_decay=config.weight_decay)
         self.step = 0
         self.train_seconds = 0.0
@@ -139,7 +147,9 @@ class Trainer:
         strategy_state = self.strategy.state_dict() if isinstance(self.strategy, Stateful) else None
         state = {"format": CHECKPOINT_FORMAT, "version": __version__, **self.identity,
                  "step": self.step, "train_seconds": self.train_seconds, "skipped_steps": self.skipped_steps,
-                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "model": fsdp.full_model_state(self.model) if self.fsdp else self.model.state_dict(),
+                 "optimizer": fsdp.full_optimizer_state(self.optimizer) if self.fsdp
+                 else self.optimizer.state_dict(),
                  "extra_optimizers": {name: optimizer.state_dict()
                                       for name, optimizer in self._extra_optimizers().items()},
                  "strategy_state": strategy_state, "torch_rng": torch.get_rng_state(),
@@ -150,7 +160,11 @@ class Trainer:
         return state
 
     def save(self) -> None:
-        if self.main:
+        if self.fsdp:  # gathering the weights is a collective: every process joins, the main one writes
+            state = self.state()
+            if self.main:
+                atomic_save(state, self.checkpoint_path, keep_previous=True)
+        elif self.main:
             atomic_save(self.state(), self.checkpoint_path, keep_previous=True)
 
     def resume(self) -> bool:
@@ -160,10 +174,16 @@ class Trainer:
             return False
         checkpoint = load_checkpoint(self.checkpoint_path, self.identity)  # on the CPU; load_state_dict moves it
         try:
-            self.model.load_state_dict(checkpoint["model"])
+            if self.fsdp:
+                fsdp.load_full_model_state(self.model, checkpoint["model"])
+            else:
+                self.model.load_state_dict(checkpoint["model"])
         except RuntimeError:
             raise UnforcedError(f"{self.checkpoint_path}: weights do not fit this model") from None
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        if self.fsdp:
+            fsdp.load_full_optimizer_state(self.optimizer, checkpoint["optimizer"])
+        else:
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
         saved = checkpoint.get("extra_optimizers") or {}
         for name, optimizer in self._extra_optimizers().items():
             if name not in saved:
@@ -194,15 +214,17 @@ class Trainer:
                                                "global_step": self.step_offset + record["step"]})
 
     def _observe_evaluation(self) -> bool:
-        """Evaluate on the main process, log, and let the strategy observe the same figures on every process;
-        True when the phase's patience has run out (the switch to the next phase of a chain)."""
-        figures = distributed.broadcast_object(self.evaluate(self.model) if self.main else None)
+        """Evaluate on the main process (on every process in lock step under FSDP: each joins the gathers), log,
+        and let the strategy observe the main process's figures on every process; True when the phase's patience
+        has run out (the switch to the next phase of a chain)."""
+        figures = distributed.broadcast_object(self.evaluate(self.model) if self.main or self.fsdp else None)
         self.log({"step": self.step, "eval": figures})
         if isinstance(self.strategy, Observer):
             self.strategy.observe(figures)
         stop = False
         if self.patience is not None:
-            stop = self.patience.update(figures, self.step, self.model, main=self.main)
+            model = fsdp.gather_into(self.whole, self.model) if self.fsdp else self.model
+            stop = self.patience.update(figures, self.step, model, main=self.main)
             if stop:
                 self.log({"step": self.step, "switch": self.patience.summary()})
         self.model.train()
@@ -238,7 +260,8 @@ class Trainer:
             grad_norm = float("nan")
             if finite:
                 (output.loss * weight).backward()
-                distributed.average_gradients(self.model.parameters())
+                if not self.fsdp:  # FSDP's reduce-scatter has averaged the gradients already
+                    distributed.average_gradients(self.model.parameters())
                 grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(),
                                                                  config.clip or float("inf")))
                 finite = math.isfinite(grad_norm)
@@ -276,5 +299,7 @@ class Trainer:
                     or stalled):
                 self.save()
         self.model.eval()
+        if self.fsdp:
+            fsdp.gather_into(self.whole, self.model).eval()
         return {"steps": self.step, "train_seconds": self.train_seconds, "skipped_steps": self.skipped_steps,
                 "switch": self.patience.summary() if self.patience is not None else None}
