@@ -213,3 +213,18 @@ def test_fsdp_is_asked_for_by_the_flag_or_by_accelerate(tmp_path, capsys, monkey
     assert code == 0, err
     assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["train"]["fsdp"] is True
     assert math.isfinite(json.loads(out)["strategies"]["teacher_forcing"]["tf_nll"])
+
+
+def test_a_run_refuses_the_strategy_before_any_phase_trains(tmp_path, monkeypatch):
+    from unforced.errors import UnforcedError
+    from unforced.experiment import run_experiment
+    from unforced.run_config import RunConfig
+
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as under a launch; the refusal comes before any process group
+    config = RunConfig(task="copy", task_options={"size": 60, "length": 4}, preset="quick",
+                       strategies=["teacher_forcing:4>reinforce:2", "preference"],
+                       model={"kind": "gru", "embedding": 8, "hidden": 16},
+                       train={"steps": 4, "batch_size": 8, "fsdp": True}, test_limit=8, diagnostics_limit=0)
+    with pytest.raises(UnforcedError, match="'preference' cannot train under FSDP"):
+        run_experiment(config, tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoints").exists()

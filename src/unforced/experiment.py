@@ -40,7 +40,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from unforced import __version__, distributed
+from unforced import __version__, distributed, fsdp
 from unforced.config import validate_config
 from unforced.diagnostics import evaluate
 from unforced.diagnostics.suite import clean_json, diagnose
@@ -142,6 +142,11 @@ def _run_experiment(config: RunConfig, out: Path, progress: Callable[[str, dict]
         raise UnforcedError("a strategy entry is named twice")
     task_options, model_options, train_options = resolve(config)
     train_config = validate_config(TrainConfig, train_options, prefix="train")
+    if fsdp.active(train_config.fsdp):  # refuse before any phase trains, not when the refused one begins
+        for entry in config.strategies:
+            for phase in entry_phases(config, entry):
+                fsdp.check_strategy(make_strategy(phase.strategy, strategy_options(config, phase.strategy),
+                                                  seed=config.seed))
     task = get_task(config.task, **{"seed": config.seed, **task_options})
     if model_options.get("kind") == "hf":  # the user's model brings its own tokenizer and vocabulary
         model_options = _adopt_hf_model(task, model_options)
