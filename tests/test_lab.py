@@ -7,11 +7,13 @@ import json
 import time
 
 import pytest
+import torch
 from fastapi.testclient import TestClient
 
 from unforced.lab.app import create_app
 from unforced.lab.cli import is_loopback
 from unforced.lab.job import Lockstep, Stopped
+from unforced.lab.jobs import LAB_THREADS
 from unforced.runfiles import read_metrics
 
 # The smallest job that shows every kind of event: tiny model, few steps, small evaluations.
@@ -52,6 +54,7 @@ def events(client, job_id: str, timeout: float = 120.0) -> list[dict]:
     ({"task": "/etc/passwd"}, "task"),
     ({"batch_size": 0}, "batch_size"),
     ({"learning_rate": 0}, "learning_rate"),
+    ({"reward_learning_rate": 0.5}, "reward_learning_rate"),
     ({"colour": "red"}, "colour"),
 ])
 def test_out_of_range_parameters_get_422_naming_the_field(client, body, field):
@@ -252,6 +255,11 @@ def test_the_reward_model_follows_the_cross_entropy_one_until_the_slider_leaves_
     assert all(figures[step]["teacher_forcing"] == figures[step]["reinforce"] for step in range(paused_at + 1))
     assert figures[40]["teacher_forcing"]["tf_nll"] != figures[40]["reinforce"]["tf_nll"]  # then it went its way
     assert json.loads((run_dir / "results.json").read_text())["lab"]["reward_from_step"] == paused_at
+    # From the warm start on, the reward-blended model fine-tunes at its own learning rate (a copy never shares it).
+    rates = {(record["strategy"], record["step"]): record["lr"] for record in read_metrics(run_dir / "metrics.jsonl")
+             if "lr" in record}
+    assert rates[("reinforce", paused_at + 1)] == rates[("reinforce", 40)] == 3e-4
+    assert rates[("teacher_forcing", 40)] == rates[("reinforce", paused_at)] == 2e-3
 
 
 def test_reset_stops_a_running_job(client):
@@ -324,6 +332,8 @@ def test_the_lab_command_binds_loopback_by_default_and_warns_beyond(monkeypatch,
 
     served: list[uvicorn.Config] = []
     monkeypatch.setattr(uvicorn.Server, "run", lambda self: served.append(self.config))
+    threads: list[int] = []  # the lab fixes its torch threads (process-wide: recorded, not applied, here)
+    monkeypatch.setattr(torch, "set_num_threads", threads.append)
     app = typer.Typer()
     app.command()(lab)  # as the main CLI registers it
     app.command("other")(lambda: None)  # two commands, so the command is named as in `unforced lab`
@@ -331,6 +341,7 @@ def test_the_lab_command_binds_loopback_by_default_and_warns_beyond(monkeypatch,
     quiet = runner.invoke(app, ["lab", "--runs", str(tmp_path / "runs")])
     assert quiet.exit_code == 0, quiet.output
     assert (served[-1].host, served[-1].port) == ("127.0.0.1", 8765) and "warning" not in quiet.output
+    assert threads == [LAB_THREADS]
     loud = runner.invoke(app, ["lab", "--host", "0.0.0.0", "--port", "9000", "--runs", str(tmp_path / "runs")])
     assert loud.exit_code == 0, loud.output
     assert (served[-1].host, served[-1].port) == ("0.0.0.0", 9000) and "warning" in loud.output

@@ -64,7 +64,7 @@ def test_train_watch_the_curves_move_the_slider_pause_and_reset(lab, browser, tm
     page.on("pageerror", lambda error: errors.append(str(error)))
     outside: list[str] = []
     page.on("request", lambda request: None if request.url.startswith(lab) else outside.append(request.url))
-    page.goto(f"{lab}/?task=toy-translation&model=tiny&steps=400&seed=0&w=0.5")
+    page.goto(f"{lab}/?task=toy-translation&model=tiny&steps=400&seed=0&w=0")  # w = 0: the reward model follows
     page.wait_for_function("document.body.dataset.ready === '1'")
     assert page.input_value("#model") == "tiny" and page.input_value("#steps") == "400"  # state from the URL
 
@@ -75,6 +75,10 @@ def test_train_watch_the_curves_move_the_slider_pause_and_reset(lab, browser, tm
     assert page.text_content("#gap") != "-"
     assert float(page.text_content("#step")) >= 20
     assert page.locator("#scores-chart canvas").count() == 1  # uPlot drew
+    assert page.locator("#metric-chart canvas").count() == 1  # and the task's sequence metric, labelled
+    assert page.text_content("#metric-name") == "bleu"
+    assert page.evaluate("document.body.dataset.lastRewardMetricFr") == page.evaluate(
+        "document.body.dataset.lastMetricFr")  # still one model
     columns = int(page.evaluate("document.body.dataset.heatmapColumns || '0'"))  # the heat map of beliefs
     assert columns >= 2 and page.locator("#heatmap tr").count() == 2 + 8 + 1
     page.select_option("#beliefs-model", "reinforce")
@@ -91,6 +95,7 @@ def test_train_watch_the_curves_move_the_slider_pause_and_reset(lab, browser, tm
     page.wait_for_function("document.body.dataset.lastWeight === '1'", timeout=30_000)  # the schedule curve
     page.click("#pause")
     page.wait_for_function("document.body.dataset.state === 'paused'")
+    page.wait_for_function("document.body.dataset.pausedAt !== undefined")  # the worker stopped at a step
     assert httpx.get(f"{lab}/api/jobs/{job}").json()["state"] == "paused"
     shown = points(page)
     time.sleep(1.0)
@@ -98,6 +103,7 @@ def test_train_watch_the_curves_move_the_slider_pause_and_reset(lab, browser, tm
     page.click("#pause")  # Resume
     page.wait_for_function(f"Number(document.body.dataset.points || 0) > {shown}", timeout=60_000)
     assert float(page.evaluate("document.body.dataset.lastRewardFr")) >= 0.0
+    assert int(page.evaluate("document.body.dataset.rewardFromStep")) >= 20  # the reward phase warm-started
 
     page.fill("#recovery-position", "2")  # the recovery view answers an edited prefix
     page.fill("#recovery-token", "los")

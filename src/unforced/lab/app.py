@@ -68,6 +68,7 @@ class JobRequest(BaseModel):
     eval_limit: Integer = Field(64, ge=8, le=1000)
     batch_size: Integer = Field(32, ge=1, le=256)
     learning_rate: float = Field(2e-3, gt=0.0, le=0.1, allow_inf_nan=False)
+    reward_learning_rate: float = Field(3e-4, gt=0.0, le=0.1, allow_inf_nan=False)
     test_limit: Integer = Field(200, ge=8, le=5000)
 
     @field_validator("task")

@@ -31,14 +31,17 @@ def lab(host: str = typer.Option(DEFAULT_HOST, "--host", help="address to bind (
         max_jobs: int = typer.Option(2, "--max-jobs", min=1, max=16, help="training jobs allowed at once")):
     """Start the lab: a local web page that trains a model live and shows its exposure-bias gap close."""
     try:
+        import torch
         import uvicorn
 
         from unforced.lab.app import create_app
+        from unforced.lab.jobs import LAB_THREADS
     except ImportError as error:
         raise UnforcedError(f"the lab needs the 'lab' extra (pip install 'unforced[lab]'): {error}") from None
     if not is_loopback(host):
         stderr.print(f"[yellow]warning:[/yellow] binding {host}: the lab is reachable from other machines and has "
                      "no authentication; anyone who reaches it can start training jobs", highlight=False)
+    torch.set_num_threads(LAB_THREADS)  # a fixed reduction order: a job's figures do not depend on the machine
     app = create_app(runs, max_jobs=max_jobs)
     stderr.print(f"lab: http://{host if ':' not in host else f'[{host}]'}:{port}/  (runs in {runs}; Ctrl-C stops)",
                  highlight=False)

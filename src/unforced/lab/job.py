@@ -43,6 +43,7 @@ class JobSettings:
     eval_limit: int = 64
     batch_size: int = 32
     learning_rate: float = 2e-3
+    reward_learning_rate: float = 3e-4  # the reward-blended model's once it warm-starts (jobs.py)
     test_limit: int = 200
 
 

@@ -5,9 +5,11 @@ A job trains, from the same seed and batches, a cross-entropy model (teacher for
 any step). Until that weight is first raised above 0, the reward-blended model follows the cross-entropy model
 exactly: after each of its steps it takes a copy of the cross-entropy model's weights and optimizer state, so when
 the slider first leaves 0 the reward phase warm-starts from the cross-entropy model as trained so far (as the
-`recommended` chain warm-starts SCST; SCST from scratch does not learn). A job started above 0 blends from its first
-step. Each model has its own Trainer, in its own thread; the two threads take strict turns, one optimizer
-step each (`Lockstep`), so the global random generator is drawn in one fixed order and a job replays exactly.
+`recommended` chain warm-starts SCST; SCST from scratch does not learn), and from then on trains at its own
+`reward_learning_rate` (a fine-tune's rate: at the cross-entropy rate pure reward wrecks the model it starts from,
+docs/lab.md). A job started above 0 blends from its first step, at `learning_rate`. Each model has its own
+Trainer, in its own thread; the two threads take strict turns, one optimizer step each (`Lockstep`), so the global
+random generator is drawn in one fixed order and a job replays exactly.
 After each round (one step of both) an event is published; every `eval_every` rounds (and before the first)
 both models are evaluated on validation pairs (`diagnostics.evaluate`) and the event carries:
 
@@ -17,7 +19,8 @@ both models are evaluated on validation pairs (`diagnostics.evaluate`) and the e
     gap              tf_score - fr_score (the cross-entropy model's exposure-bias gap, in accuracy)
 
 Token accuracy is the score because it exists under both decodings (there is no teacher-forced sequence metric,
-docs/measures.md); each evaluated event carries the task's free-running metric of both models too.
+docs/measures.md); each evaluated event carries the task's free-running metric of both models too (`metric`: name,
+fr, reward_fr), the reward SCST optimises, which the page draws in a chart of its own.
 
 The run directory (runfiles) holds config.yaml, tokenizers.json, metrics.jsonl (both Trainers' lines, tagged
 `teacher_forcing` and `reinforce`, and the lab's validation lines), checkpoints/<tag>/last.pt and, once the job
@@ -60,6 +63,12 @@ TASK_OPTIONS: dict[str, dict] = {"toy-translation": {"size": 3000}}
 # baseline, run_config.py), 4 samples per source.
 REWARD_OPTIONS = {"temperature": 0.5, "samples": 4}
 CROSS_ENTROPY_TAG, REWARD_TAG = "teacher_forcing", "reinforce"
+# Torch threads of the lab's process (set by `unforced lab`, cli.py; torch's setting is process-wide, so the worker
+# leaves it to the process that owns it): every figure of a job depends on the float reduction order, hence on the
+# thread count, so it is fixed, and a job replays bit for bit on any machine. Tiny models gain nothing from more.
+LAB_THREADS = 1
+
+
 def scores(cross_entropy: dict, reward: dict) -> dict:
     """The four scores of an event from the validation figures of both models."""
     return {"tf_score": cross_entropy["tf_token_acc"], "fr_score": cross_entropy["fr_token_acc"],
@@ -101,6 +110,8 @@ def run_job(job: Job) -> None:
                                    learning_rate=settings.learning_rate, warmup=0, eval_every=0,
                                    checkpoint_every=max(settings.steps, 1), log_every=1, seed=settings.seed,
                                    device="cpu", eval_limit=settings.eval_limit)
+        # The reward-blended model's own copy: its learning rate becomes `reward_learning_rate` at the warm start.
+        train_configs = {CROSS_ENTROPY_TAG: train_config, REWARD_TAG: dataclasses.replace(train_config)}
         strategies = {CROSS_ENTROPY_TAG: make_strategy("teacher_forcing", {}, seed=settings.seed),
                       REWARD_TAG: make_strategy(settings.strategy,
                                                 {**REWARD_OPTIONS, "rl_weight": job.reward_weight},
@@ -184,6 +195,8 @@ def run_job(job: Job) -> None:
             strategies[REWARD_TAG].config.rl_weight = job.reward_weight
             if warm["from_step"] is None and job.reward_weight > 0:
                 warm["from_step"] = step  # the reward phase starts from the cross-entropy model of this step
+                if step > 0:  # a fine-tune's rate; before the first step there is nothing to fine-tune
+                    train_configs[REWARD_TAG].learning_rate = settings.reward_learning_rate
 
         def follow() -> None:
             """Until the weight first leaves 0: the reward-blended model becomes the cross-entropy model again
@@ -203,7 +216,7 @@ def run_job(job: Job) -> None:
                 job.lockstep.wait_for(party)
 
             identity = {"model_config": dataclasses.asdict(model_config), "strategy": tag, "task": task.name}
-            trainer = Trainer(models[tag], task, strategies[tag], train_config, out / "checkpoints" / tag,
+            trainer = Trainer(models[tag], task, strategies[tag], train_configs[tag], out / "checkpoints" / tag,
                               metrics_path, tag=tag, identity=identity, limits=limits, progress=progress)
             trainers[tag] = trainer
             try:
@@ -323,4 +336,4 @@ class Jobs:
                 job.thread.join(timeout)
 
 
-__all__ = ["MODEL_SIZES", "TASK_OPTIONS", "JobLimitError", "Jobs", "replay", "run_job", "scores", "write_results"]
+__all__ = ["LAB_THREADS", "MODEL_SIZES", "TASK_OPTIONS", "JobLimitError", "Jobs", "replay", "run_job", "scores", "write_results"]

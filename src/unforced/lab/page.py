@@ -26,7 +26,8 @@ def lab_page() -> str:
 <p>Two models of one task train side by side from the same start: one on cross-entropy (teacher forcing), one on
 <code>(1 - w) * cross-entropy + w * SCST reward</code>. Scores are token accuracies on validation pairs:
 teacher-forced (gold prefix) and free-running (the model's own greedy prefix). The gap is the cross-entropy
-model's teacher-forced minus free-running accuracy.</p>
+model's teacher-forced minus free-running accuracy. Until the slider first leaves 0 the reward-blended model
+follows the cross-entropy one (its copy); then it fine-tunes from it at its own learning rate.</p>
 <div class="controls">
  <label>task <select id="task">{_options(TASKS, "toy-translation")}</select></label>
  <label>model <select id="model">{_options(MODEL_SIZES, "small")}</select></label>
@@ -53,6 +54,9 @@ model's teacher-forced minus free-running accuracy.</p>
  <div>state <span id="state">idle</span></div>
 </div>
 <div id="scores-chart"></div>
+<p>The task's own sequence metric, free-running (<span id="metric-name">-</span>): the reward the reward-blended
+model is trained on. Token accuracy is positional, so one early slip costs every later token; the metric is not.</p>
+<div id="metric-chart"></div>
 <div id="gap-chart"></div>
 <div id="schedule-chart"></div>
 <h2>What the model believes along its own decode</h2>

@@ -5,7 +5,8 @@
   const $ = (id) => document.getElementById(id);
   const fields = ["task", "model", "strategy", "steps", "seed"];
   let jobId = null, source = null, paused = false, weightTimer = null;
-  let points = {step: [], tf: [], fr: [], rfr: [], gap: []};
+  const empty = () => ({step: [], tf: [], fr: [], rfr: [], gap: [], metricFr: [], metricRfr: []});
+  let points = empty();
   let beliefs = null;
   let schedule = {step: [], weight: []};  // w at every step: the slider's course, the schedule curve
 
@@ -17,6 +18,15 @@
              {label: "cross-entropy, free-running", stroke: "#ff7f0e", width: 2},
              {label: "reward-blended, free-running", stroke: "#2ca02c", width: 2}]},
     [[], [], [], []], $("scores-chart"));
+  // The task's own free-running sequence metric (BLEU on the toy translator): the reward SCST optimises, where
+  // token accuracy above is positional (one early slip shifts every later token).
+  const metricChart = new uPlot({
+    title: "validation free-running sequence metric (the task's; SCST's reward)", width: width(), height: 250,
+    scales: {x: {time: false}},
+    series: [{label: "step"},
+             {label: "cross-entropy, free-running", stroke: "#ff7f0e", width: 2},
+             {label: "reward-blended, free-running", stroke: "#2ca02c", width: 2}]},
+    [[], [], []], $("metric-chart"));
   const gapChart = new uPlot({
     title: "exposure-bias gap (teacher-forced - free-running accuracy)", width: width(), height: 200,
     scales: {x: {time: false}}, series: [{label: "step"}, {label: "gap", stroke: "#d62728", width: 2}]},
@@ -28,12 +38,13 @@
 
   function draw() {
     scoresChart.setData([points.step, points.tf, points.fr, points.rfr]);
+    metricChart.setData([points.step, points.metricFr, points.metricRfr]);
     gapChart.setData([points.step, points.gap]);
     scheduleChart.setData([schedule.step, schedule.weight]);
     document.body.dataset.points = String(points.step.length);
   }
   function clear() {
-    points = {step: [], tf: [], fr: [], rfr: [], gap: []}; schedule = {step: [], weight: []};
+    points = empty(); schedule = {step: [], weight: []};
     beliefs = null; drawBeliefs(); draw();
     $("gap").textContent = "-";
   }
@@ -45,6 +56,11 @@
     if (!event.evaluated) return;
     points.step.push(event.step); points.tf.push(event.tf_score); points.fr.push(event.fr_score);
     points.rfr.push(event.reward_fr_score); points.gap.push(event.gap);
+    const metric = event.metric || {};
+    points.metricFr.push(metric.fr ?? null); points.metricRfr.push(metric.reward_fr ?? null);
+    if (metric.name) $("metric-name").textContent = metric.name;
+    document.body.dataset.lastMetricFr = String(metric.fr);
+    document.body.dataset.lastRewardMetricFr = String(metric.reward_fr);
     $("gap").textContent = fmt(event.gap, 3);
     document.body.dataset.lastTf = String(event.tf_score);
     document.body.dataset.lastFr = String(event.fr_score);
@@ -92,9 +108,10 @@
       $("speed").textContent = fmt(event.steps_per_second, 2);
       $("eta").textContent = event.eta_seconds === null ? "-" : fmt(event.eta_seconds, 0) + " s";
       document.body.dataset.step = String(event.step);
+      document.body.dataset.rewardFromStep = String(event.reward_from_step);
       if (!paused) setState("running");
-    } else if (event.type === "paused") {
-      setState("paused");
+    } else if (event.type === "paused") {  // the worker has stopped between two steps
+      setState("paused"); document.body.dataset.pausedAt = String(event.step);
     } else if (["done", "stopped", "error"].includes(event.type)) {
       setState(event.type);
       if (event.type === "error") say(event.message);
@@ -216,7 +233,8 @@
     button.addEventListener("click", () => { $("reward-weight").value = button.dataset.preset; weightChanged(); });
   }
   window.addEventListener("resize", () => {
-    scoresChart.setSize({width: width(), height: 300}); gapChart.setSize({width: width(), height: 200});
+    scoresChart.setSize({width: width(), height: 300}); metricChart.setSize({width: width(), height: 250});
+    gapChart.setSize({width: width(), height: 200});
     scheduleChart.setSize({width: width(), height: 150});
   });
   fromUrl(); setState("idle"); draw(); loadRuns();
