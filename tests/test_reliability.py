@@ -115,7 +115,7 @@ TRAIN = {**{name: bad_int(1) for name in ("steps", "batch_size", "eval_limit", "
          "weight_decay": bad_float(0.0, nan=False, inf=False),
          "learning_rate": bad_float(0.0, low_open=False), "seed": bad_int(None),
          "device": st.one_of(bad_choice(), st.sampled_from(["gpu", "cuda:x", "tpu", "", "cpu:0", "cuda:-1"])),
-         "precision": st.one_of(bad_choice(), st.sampled_from(["fp16", "bfloat16", "", "FP32"]))}
+         "precision": st.one_of(bad_choice(), st.sampled_from(["fp16", "bfloat16", "", "FP32"])), "fsdp": bad_bool}
 MODEL = {**{name: bad_int(1) for name in ("embedding", "hidden", "layers", "heads", "max_source_len",
                                           "max_target_len", "source_vocab", "target_vocab")},
          "feedforward": bad_int(1, optional=True), "kind": bad_choice(), "dropout": bad_float(0.0, 1.0),
@@ -164,6 +164,10 @@ STRATEGIES = {
         "temperature": bad_float(0.0, low_open=False), "alpha": bad_float(0.0, low_open=False),
         "cross_entropy_weight": bad_float(0.0), "max_len": bad_int(1, optional=True),
         "max_len_factor": bad_float(0.0, low_open=False)},
+    "spin": {
+        "beta": bad_float(0.0, low_open=False), "iteration_steps": bad_int(1),
+        "temperature": bad_float(0.0, low_open=False), "top_k": bad_int(1, optional=True),
+        "max_len": bad_int(1, optional=True), "max_len_factor": bad_float(0.0, low_open=False)},
 }
 TOP = {"task": st.one_of(st.integers(), containers, st.none()), "strategies": st.one_of(
     not_a_number, st.integers(), st.lists(st.integers(), min_size=1, max_size=2)),

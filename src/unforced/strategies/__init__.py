@@ -16,6 +16,7 @@ from unforced.strategies.preference import Preference, PreferenceConfig
 from unforced.strategies.professor_forcing import ProfessorForcing, ProfessorForcingConfig
 from unforced.strategies.reinforce import Reinforce, ReinforceConfig
 from unforced.strategies.scheduled_sampling import ScheduledSampling, ScheduledSamplingConfig
+from unforced.strategies.spin import Spin, SpinConfig
 from unforced.strategies.teacher_forcing import TeacherForcing, TeacherForcingConfig
 
 STRATEGIES: dict[str, tuple[type, type]] = {
@@ -28,6 +29,7 @@ STRATEGIES: dict[str, tuple[type, type]] = {
     "minimum_risk": (MinimumRiskConfig, MinimumRisk),
     "dagger": (DaggerConfig, Dagger),
     "professor_forcing": (ProfessorForcingConfig, ProfessorForcing),
+    "spin": (SpinConfig, Spin),
 }
 
 # Where a strategy that declares `warm_start = True` starts from, named alone in `unforced run`: the model this
