@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 
 def test_dagger_quick(bench_quick):
     results = bench_quick("dagger")
@@ -18,3 +20,6 @@ def test_dagger_quick(bench_quick):
     for goal in results["goals"].values():
         assert set(goal) >= {"value", "goal", "met"}
     assert results["goals"]["dagger_step_over_teacher_forcing"]["value"] == results["speed"]["ratio"]
+    bible = results["bible_professor_forcing"]  # `make test` builds the corpus (make data)
+    assert "error" not in bible, bible
+    assert math.isfinite(bible["last_nll"]) and bible["oracle_error"] is None  # no oracle on bible-en-es
