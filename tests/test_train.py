@@ -227,3 +227,22 @@ def test_run_lock_refuses_a_live_holder_and_takes_over_a_stale_one(tmp_path):
     with run_lock(tmp_path) as lock:  # the holder is dead: its lock is stale
         assert lock.read_text() == str(os.getpid())
     assert not (tmp_path / ".lock").exists()
+
+
+def test_run_lock_takes_over_from_a_killed_holder_not_yet_reaped(tmp_path):
+    # A killed sweep's workers may linger as zombies until init reaps them; their lock is stale all the same.
+    from unforced.lock import run_lock
+
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        holder.kill()
+        for _ in range(500):  # killed, and left unreaped (no wait) so that it stays a zombie
+            if Path(f"/proc/{holder.pid}/status").read_text().split("State:")[1].split()[0] == "Z":
+                break
+            time.sleep(0.01)
+        os.kill(holder.pid, 0)  # it still answers as a process
+        (tmp_path / ".lock").write_text(str(holder.pid))
+        with run_lock(tmp_path) as lock:
+            assert lock.read_text() == str(os.getpid())
+    finally:
+        holder.wait()

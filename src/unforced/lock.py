@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 from pathlib import Path
 
 from unforced.errors import UnforcedError
@@ -16,13 +17,25 @@ LOCK_NAME = ".lock"
 
 
 def _alive(pid: int) -> bool:
+    """Whether `pid` is a process that can still write: not gone, not a zombie, not dying of a SIGKILL.
+
+    A run killed mid-way may leave processes that have not been reaped yet (a killed sweep's workers, reparented
+    to an init that reaps them late): they still answer `kill(pid, 0)`, but they hold nothing any more."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True  # it exists, under another user
-    return True
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True  # no /proc (not Linux), or it ended just now: take kill's answer
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    if fields.get("State", "").strip()[:1] in ("Z", "X"):
+        return False
+    kill = 1 << (signal.SIGKILL - 1)
+    return not any(int(fields.get(key, "0").strip() or "0", 16) & kill for key in ("SigPnd", "ShdPnd"))
 
 
 @contextlib.contextmanager
