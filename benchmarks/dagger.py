@@ -84,8 +84,7 @@ def free_running(model, task) -> dict:
         judged.add(decoded, batch.gold, batch.gold_mask, nll)
         if task.oracle is not None:  # bible-en-es has none
             judged.add_oracle(task.oracle, batch.sources, decoded, logits.argmax(-1), batch.gold, batch.gold_mask)
-        out = decoded
-        for row, gold, length in zip(out.tolist(), batch.gold.tolist(), batch.gold_mask.sum(1).tolist(),
+        for row, gold, length in zip(decoded.tolist(), batch.gold.tolist(), batch.gold_mask.sum(1).tolist(),
                                      strict=True):
             own = row[:row.index(EOS)] if EOS in row else row
             ref = gold[:int(length) - 1]

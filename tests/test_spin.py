@@ -7,7 +7,6 @@ import math
 
 import pytest
 import torch
-from conftest import TEST_THREADS
 from test_preference import warm_model
 from test_reinforce import toy_task
 
@@ -18,13 +17,7 @@ from unforced.strategies.reinforce import sequence_log_probs, shifted
 from unforced.strategies.spin import Spin, SpinConfig
 from unforced.train import TrainConfig, Trainer
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(TEST_THREADS)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # conftest: TEST_THREADS torch threads
 
 
 def train(model, spin, batch, steps: int, lr: float = 0.01) -> dict:

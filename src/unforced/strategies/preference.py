@@ -30,6 +30,7 @@ from unforced.rewards import REWARDS, Reward, get_reward, safe_reward
 from unforced.rollout import Sample, rollout
 from unforced.strategies.base import StepOutput, generator_for, token_nll
 from unforced.strategies.reinforce import (
+    check_sampling_options,
     decode_budget,
     decoder_and_reward,
     sequence_log_probs,
@@ -91,14 +92,7 @@ class PreferenceConfig:
             raise UnforcedError(f"preference.pairs must be one of {', '.join(PAIRINGS)}, got {self.pairs!r}")
         if self.samples < 2:
             raise UnforcedError(f"preference.samples must be at least 2 (a pair), got {self.samples}")
-        if not (self.temperature > 0 and math.isfinite(self.temperature)):
-            raise UnforcedError(f"preference.temperature must be a positive number, got {self.temperature}")
-        if self.top_k is not None and self.top_k < 1:
-            raise UnforcedError(f"preference.top_k must be at least 1, got {self.top_k}")
-        if self.max_len is not None and self.max_len < 1:
-            raise UnforcedError(f"preference.max_len must be at least 1, got {self.max_len}")
-        if not (self.max_len_factor > 0 and math.isfinite(self.max_len_factor)):
-            raise UnforcedError(f"preference.max_len_factor must be a positive number, got {self.max_len_factor}")
+        check_sampling_options(self, "preference")
         if not (self.beta > 0 and math.isfinite(self.beta)):
             raise UnforcedError(f"preference.beta must be a positive number, got {self.beta}")
         if not 0.0 <= self.ce_weight < 1.0:
@@ -113,6 +107,19 @@ def dpo_loss(policy_chosen: Tensor, policy_rejected: Tensor, reference_chosen: T
     """
     margins = beta * ((policy_chosen - reference_chosen) - (policy_rejected - reference_rejected))
     return -F.logsigmoid(margins).mean(), margins
+
+
+def frozen_copy(model, weights: dict | None = None):
+    """A deep copy of `model` in eval mode with no gradient (a reference policy), holding `weights` if given
+    (a checkpoint's reference), else the model's own."""
+    reference = copy.deepcopy(model)
+    if weights is not None:
+        reference.load_state_dict(weights)
+    reference.eval()
+    for parameter in reference.parameters():
+        parameter.requires_grad_(False)
+        parameter.grad = None
+    return reference
 
 
 def best_worst_pairs(rewards: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -173,15 +180,8 @@ class Preference:
             self._reference_weights = weights
 
     def _freeze_reference(self, model) -> None:
-        reference = copy.deepcopy(model)
-        if self._reference_weights is not None:
-            reference.load_state_dict(self._reference_weights)
-            self._reference_weights = None
-        reference.eval()
-        for parameter in reference.parameters():
-            parameter.requires_grad_(False)
-            parameter.grad = None
-        self.reference = reference
+        self.reference = frozen_copy(model, self._reference_weights)
+        self._reference_weights = None
 
     def loss(self, model, batch, step: int) -> StepOutput:
         config = self.config

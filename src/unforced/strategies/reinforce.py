@@ -129,6 +129,19 @@ class ReinforceConfig:
                 raise UnforcedError(f"reinforce.rl_weight_schedule: {error}") from None
 
 
+def check_sampling_options(config, prefix: str) -> None:
+    """Check the sampling options that reinforce, mixer, preference and spin share (temperature, top_k, max_len,
+    max_len_factor); errors name the field."""
+    if not (config.temperature > 0 and math.isfinite(config.temperature)):
+        raise UnforcedError(f"{prefix}.temperature must be a positive number, got {config.temperature}")
+    if config.top_k is not None and config.top_k < 1:
+        raise UnforcedError(f"{prefix}.top_k must be at least 1, got {config.top_k}")
+    if config.max_len is not None and config.max_len < 1:
+        raise UnforcedError(f"{prefix}.max_len must be at least 1, got {config.max_len}")
+    if not (config.max_len_factor > 0 and math.isfinite(config.max_len_factor)):
+        raise UnforcedError(f"{prefix}.max_len_factor must be a positive number, got {config.max_len_factor}")
+
+
 def check_policy_gradient_options(config, prefix: str) -> None:
     """Check the reward, baseline and sampling options that reinforce and mixer share; errors name the field."""
     if config.reward is not None:
@@ -143,14 +156,7 @@ def check_policy_gradient_options(config, prefix: str) -> None:
     if config.baseline in ("mean", "leave_one_out") and config.samples < 2:
         raise UnforcedError(f"{prefix}.samples must be at least 2 with baseline {config.baseline!r}, "
                             f"got {config.samples}")
-    if not (config.temperature > 0 and math.isfinite(config.temperature)):
-        raise UnforcedError(f"{prefix}.temperature must be a positive number, got {config.temperature}")
-    if config.top_k is not None and config.top_k < 1:
-        raise UnforcedError(f"{prefix}.top_k must be at least 1, got {config.top_k}")
-    if config.max_len is not None and config.max_len < 1:
-        raise UnforcedError(f"{prefix}.max_len must be at least 1, got {config.max_len}")
-    if not (config.max_len_factor > 0 and math.isfinite(config.max_len_factor)):
-        raise UnforcedError(f"{prefix}.max_len_factor must be a positive number, got {config.max_len_factor}")
+    check_sampling_options(config, prefix)
     if not (config.entropy_bonus >= 0 and math.isfinite(config.entropy_bonus)):
         raise UnforcedError(f"{prefix}.entropy_bonus must be a non-negative number, got {config.entropy_bonus}")
 

@@ -15,7 +15,6 @@ what SPIN adds.
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 
@@ -26,8 +25,8 @@ from unforced.errors import UnforcedError
 from unforced.models import select_rows
 from unforced.rollout import Sample, rollout
 from unforced.strategies.base import StepOutput, generator_for
-from unforced.strategies.preference import dpo_loss
-from unforced.strategies.reinforce import decode_budget, sequence_log_probs, shifted
+from unforced.strategies.preference import dpo_loss, frozen_copy
+from unforced.strategies.reinforce import check_sampling_options, decode_budget, sequence_log_probs, shifted
 from unforced.vocab import PAD
 
 
@@ -56,14 +55,7 @@ class SpinConfig:
         if isinstance(self.iteration_steps, bool) or not isinstance(self.iteration_steps, int) \
                 or self.iteration_steps < 1:
             raise UnforcedError(f"spin.iteration_steps must be an integer >= 1, got {self.iteration_steps!r}")
-        if not (self.temperature > 0 and math.isfinite(self.temperature)):
-            raise UnforcedError(f"spin.temperature must be a positive number, got {self.temperature}")
-        if self.top_k is not None and self.top_k < 1:
-            raise UnforcedError(f"spin.top_k must be at least 1, got {self.top_k}")
-        if self.max_len is not None and self.max_len < 1:
-            raise UnforcedError(f"spin.max_len must be at least 1, got {self.max_len}")
-        if not (self.max_len_factor > 0 and math.isfinite(self.max_len_factor)):
-            raise UnforcedError(f"spin.max_len_factor must be a positive number, got {self.max_len_factor}")
+        check_sampling_options(self, "spin")
 
 
 def _pad(tokens: Tensor, mask: Tensor, width: int) -> tuple[Tensor, Tensor]:
@@ -104,17 +96,10 @@ class Spin:
         self.reference = None  # rebuilt from the weights at the next loss, on the live model's architecture
 
     def _take_reference(self, model, step: int) -> None:
-        reference = copy.deepcopy(model)
-        if self._reference_weights is not None:
-            reference.load_state_dict(self._reference_weights)
-            self._reference_weights = None
-        else:
+        if self._reference_weights is None:  # a new reference, not the checkpoint's
             self.reference_step = step
-        reference.eval()
-        for parameter in reference.parameters():
-            parameter.requires_grad_(False)
-            parameter.grad = None
-        self.reference = reference
+        self.reference = frozen_copy(model, self._reference_weights)
+        self._reference_weights = None
 
     def loss(self, model, batch, step: int) -> StepOutput:
         config = self.config
