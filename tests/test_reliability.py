@@ -168,6 +168,11 @@ STRATEGIES = {
         "beta": bad_float(0.0, low_open=False), "iteration_steps": bad_int(1),
         "temperature": bad_float(0.0, low_open=False), "top_k": bad_int(1, optional=True),
         "max_len": bad_int(1, optional=True), "max_len_factor": bad_float(0.0, low_open=False)},
+    "self_training": {
+        "ratio": bad_float(0.0, low_open=True), "unlabelled_batch": bad_int(1, optional=True), "beam": bad_int(1),
+        "threshold": st.one_of(not_a_number, containers, st.none(), st.just(math.nan),  # -inf keeps every label
+                               st.floats(min_value=0.0, exclude_min=True, allow_nan=False)),
+        "max_len": bad_int(1, optional=True), "max_len_factor": bad_float(0.0, low_open=True)},
 }
 TOP = {"task": st.one_of(st.integers(), containers, st.none()), "strategies": st.one_of(
     not_a_number, st.integers(), st.lists(st.integers(), min_size=1, max_size=2)),

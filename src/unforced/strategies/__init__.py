@@ -16,6 +16,7 @@ from unforced.strategies.preference import Preference, PreferenceConfig
 from unforced.strategies.professor_forcing import ProfessorForcing, ProfessorForcingConfig
 from unforced.strategies.reinforce import Reinforce, ReinforceConfig
 from unforced.strategies.scheduled_sampling import ScheduledSampling, ScheduledSamplingConfig
+from unforced.strategies.self_training import SelfTraining, SelfTrainingConfig
 from unforced.strategies.spin import Spin, SpinConfig
 from unforced.strategies.teacher_forcing import TeacherForcing, TeacherForcingConfig
 
@@ -30,6 +31,7 @@ STRATEGIES: dict[str, tuple[type, type]] = {
     "dagger": (DaggerConfig, Dagger),
     "professor_forcing": (ProfessorForcingConfig, ProfessorForcing),
     "spin": (SpinConfig, Spin),
+    "self_training": (SelfTrainingConfig, SelfTraining),
 }
 
 # Where a strategy that declares `warm_start = True` starts from, named alone in `unforced run`: the model this
