@@ -150,8 +150,8 @@ def test_get_task_bad_names_and_options_are_errors(name, options, fragment):
 
 
 def test_task_options_list_the_builders_defaults():
-    assert set(task_options("copy")) == {"length", "min_length", "symbols", "size", "seed"}
-    assert set(task_options("addition")) == {"length", "min_length", "size", "seed"}
+    assert set(task_options("copy")) == {"length", "min_length", "symbols", "size", "seed", "labelled"}
+    assert set(task_options("addition")) == {"length", "min_length", "size", "seed", "labelled"}
     assert "copy" in TASKS and "toy-translation" in TASKS
 
 

@@ -641,6 +641,9 @@ app.command()(lab)
 from unforced.control.cli import control  # noqa: E402  (behaviour cloning vs DAgger, docs/control.md)
 
 app.command()(control)
+from unforced.cycle_cli import cycle  # noqa: E402  (the ASR-TTS cycle, docs/speech.md)
+
+app.command()(cycle)
 
 
 def main() -> None:

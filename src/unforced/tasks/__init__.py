@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from unforced.errors import UnforcedError
-from unforced.tasks.base import Batch, Example, Pair, Task
+from unforced.tasks.base import Batch, Example, Pair, Task, with_labelled_share
 from unforced.tasks.bible import bible_task
 from unforced.tasks.captions import captions_task
 from unforced.tasks.files import file_task
@@ -46,12 +46,25 @@ def task_options(name: str) -> dict[str, object]:
     builder = TASKS[name]
     if name in ("copy", "reverse", "sort"):
         from unforced.tasks.synthetic import symbol_task as builder
-    return {key: p.default for key, p in inspect.signature(builder).parameters.items()
-            if p.default is not inspect.Parameter.empty}
+    options = {key: p.default for key, p in inspect.signature(builder).parameters.items()
+               if p.default is not inspect.Parameter.empty}
+    return {**options, "labelled": 1.0}  # every task takes it (get_task)
 
 
 def get_task(name: str, **options) -> Task:
-    """Build the task `name` (a registered name or a path to a .tsv/.jsonl pairs file) with `options`."""
+    """Build the task `name` (a registered name or a path to a .tsv/.jsonl pairs file) with `options`.
+
+    Every task also takes `labelled`, the share of its train split that keeps its references (default 1); the
+    sources of the rest become `task.unlabelled` (`with_labelled_share`), for strategies that learn from them."""
+    labelled = options.pop("labelled", 1.0)
+    if isinstance(labelled, bool) or not isinstance(labelled, int | float) or not 0 < labelled <= 1:
+        raise UnforcedError(f"task option labelled (the labelled share of the train split) is in (0, 1], "
+                            f"got {labelled!r}")
+    task = _build_task(name, **options)
+    return with_labelled_share(task, float(labelled), seed=int(options.get("seed", 0)))
+
+
+def _build_task(name: str, **options) -> Task:
     if name in TASKS:
         known = task_options(name)
         unknown = sorted(set(options) - set(known))
@@ -91,4 +104,5 @@ def get_task(name: str, **options) -> Task:
                         f"file")
 
 
-__all__ = ["TASKS", "DEFAULT_TASK", "Batch", "Example", "Pair", "Task", "get_task", "task_options"]
+__all__ = ["TASKS", "DEFAULT_TASK", "Batch", "Example", "Pair", "Task", "get_task", "task_options",
+           "with_labelled_share"]

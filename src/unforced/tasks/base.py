@@ -4,6 +4,8 @@ target tokenizer, a default metric, an optional oracle.
     Example(source, references, difficulty)    source: text, a WAV path or samples, an image path or pixels
     Task.collate(examples) -> Batch            the codec's (features, mask), gold decoder inputs and outputs of
                                                the first reference, and all references for the metrics
+    Task.unlabelled                            sources without references (self-training, the ASR-TTS cycle);
+                                               `with_labelled_share(task, share)` makes them from the train split
 """
 
 from __future__ import annotations
@@ -108,7 +110,8 @@ class Task:
     """A sequence task: splits of examples, a source codec, a target tokenizer, its metric, an optional oracle.
 
     `metric` names a corpus metric of `unforced.rewards.corpus` ("exact_match", "bleu", "chrf", "wer", "cer",
-    "cider_d"), scored against every reference. `oracle`, where the task has one, returns the set of best next
+    "cider_d"), scored against every reference. `unlabelled` holds sources without references (a strategy that
+    learns from them, e.g. `self_training`, reads them; nothing else does). `oracle`, where the task has one, returns the set of best next
     tokens after any prefix, including one with mistakes in it. `source_codec` turns sources into features; a
     text task may give only `source_tokenizer` (the codec is then text through it).
     """
@@ -124,6 +127,7 @@ class Task:
     description: str = ""
     settings: dict = field(default_factory=dict)
     source_codec: SourceCodec | None = None
+    unlabelled: list[Any] = field(default_factory=list)
 
     def __post_init__(self):
         self.train, self.valid, self.test = ([as_example(item) for item in split]
@@ -147,10 +151,12 @@ class Task:
         return getattr(self, name)
 
     def longest(self) -> tuple[int, int]:
-        """Longest source (in the codec's positions) and target (in tokens, with <eos>) over all splits.
+        """Longest source (in the codec's positions, unlabelled sources too) and target (in tokens, with <eos>)
+        over all splits.
         Every reference counts: any of them may be the one a reward or a later split trains on."""
         examples = self.train + self.valid + self.test
-        source = max((self.source_codec.length(e.source) for e in examples), default=1)
+        sources = [e.source for e in examples] + list(self.unlabelled)  # a strategy may decode those too
+        source = max((self.source_codec.length(s) for s in sources), default=1)
         target = max((len(self.target_tokenizer.encode(r)) + 1 for e in examples for r in e.references),
                      default=1)
         return max(source, 1), target
@@ -200,3 +206,21 @@ def deterministic_split(pairs: list, seed: int = 0, valid: float = 0.1,
     n_valid = max(1, round(len(pairs) * valid)) if len(pairs) >= 3 else 0
     shuffled = [pairs[i] for i in order]
     return (shuffled[n_test + n_valid:], shuffled[n_test:n_test + n_valid], shuffled[:n_test])
+
+
+def with_labelled_share(task: Task, share: float, seed: int = 0) -> Task:
+    """`task` with only `share` of its train split labelled (a seeded choice, at least one example): the sources
+    of the rest join `task.unlabelled`, their references dropped. Valid and test are untouched. Changes `task` in
+    place and returns it; `share` 1 leaves it as it is."""
+    if not isinstance(share, int | float) or isinstance(share, bool) or not 0 < share <= 1:
+        raise UnforcedError(f"the labelled share of the train split is in (0, 1], got {share!r}")
+    if share == 1:
+        return task
+    if not task.train:
+        raise UnforcedError(f"task {task.name!r} has no train split to hold labels out of")
+    order = torch.randperm(len(task.train), generator=torch.Generator().manual_seed(seed + 7919)).tolist()
+    kept = max(1, round(len(task.train) * share))
+    task.unlabelled = [*task.unlabelled, *(task.train[i].source for i in sorted(order[kept:]))]
+    task.train = [task.train[i] for i in sorted(order[:kept])]
+    task.settings = {**task.settings, "labelled_share": share}
+    return task

@@ -112,12 +112,30 @@ def mel_filterbank(mels: int, fft_size: int, sample_rate: int, low: float = 0.0,
     return torch.from_numpy(np.maximum(0.0, np.minimum(rising, falling)).T.astype(np.float32))
 
 
+class LogMel:
+    """Features already made, (frames, mels): a synthesiser's output (the ASR-TTS cycle). An audio codec takes
+    them as they are, without a waveform."""
+
+    __slots__ = ("features",)
+
+    def __init__(self, features):
+        features = torch.as_tensor(features, dtype=torch.float32).detach().cpu()
+        if features.ndim != 2 or features.shape[0] < 1:
+            raise UnforcedError(f"log-mel features are (frames, mels) with at least one frame, got shape "
+                                f"{tuple(features.shape)}")
+        self.features = features
+
+    def __repr__(self) -> str:
+        return f"LogMel({self.features.shape[0]} frames x {self.features.shape[1]} mels)"
+
+
 class AudioCodec:
     """Log-mel spectrogram frames: a Hann-windowed `torch.stft`, power, an HTK mel filterbank, log(x + 1e-6).
 
     Defaults follow speech recognition practice: 16 kHz, 25 ms windows every 10 ms, 80 mel bins. A source is a
-    path to a WAV file (at `sample_rate`) or a 1-D array of samples at that rate. Features are normalised per
-    utterance to zero mean and unit variance on each bin (over its real frames).
+    path to a WAV file (at `sample_rate`), a 1-D array of samples at that rate, or `LogMel` features made
+    elsewhere (taken as they are). Features are normalised per utterance to zero mean and unit variance on each
+    bin (over its real frames).
     """
 
     kind = "audio"
@@ -132,6 +150,8 @@ class AudioCodec:
         self.filters = mel_filterbank(mels, self.fft_size, sample_rate)  # (freq, mels)
 
     def samples(self, source: Any) -> np.ndarray:
+        if isinstance(source, LogMel):
+            raise UnforcedError("log-mel features have no waveform; the codec reads them as they are")
         if isinstance(source, str | Path):
             samples, rate = read_wav(source)
             if rate != self.sample_rate:
@@ -148,6 +168,8 @@ class AudioCodec:
         return count // self.hop + 1
 
     def length(self, source: Any) -> int:
+        if isinstance(source, LogMel):
+            return source.features.shape[0]
         if isinstance(source, str | Path):  # from the header alone: a task measures every file once at start
             try:
                 with wave.open(str(source), "rb") as handle:
@@ -174,7 +196,7 @@ class AudioCodec:
         return (features - features.mean(0)) / (features.std(0, unbiased=False) + 1e-5)
 
     def encode(self, sources: list[Any], max_length: int | None = None) -> tuple[Tensor, Tensor]:
-        utterances = [self.log_mel(self.samples(s)) for s in sources]
+        utterances = [self._features(s) for s in sources]
         _check_lengths(sources, [len(u) for u in utterances], max_length, "frames")
         width = max(1, max((len(u) for u in utterances), default=1))
         features = torch.zeros(len(utterances), width, self.mels)  # (batch, frames, mels)
@@ -183,6 +205,14 @@ class AudioCodec:
             features[i, : len(u)] = u
             mask[i, : len(u)] = True
         return features, mask
+
+    def _features(self, source: Any) -> Tensor:
+        if isinstance(source, LogMel):
+            if source.features.shape[1] != self.mels:
+                raise UnforcedError(f"log-mel features of {source.features.shape[1]} mels, the task reads "
+                                    f"{self.mels}")
+            return source.features
+        return self.log_mel(self.samples(source))
 
     def model_options(self) -> dict:
         return {"source": "audio", "source_features": self.mels}
@@ -245,4 +275,4 @@ class ImageCodec:
         return {"source": "image", "source_features": 3}
 
 
-__all__ = ["AudioCodec", "ImageCodec", "SourceCodec", "TextCodec", "mel_filterbank", "read_wav"]
+__all__ = ["AudioCodec", "ImageCodec", "LogMel", "SourceCodec", "TextCodec", "mel_filterbank", "read_wav"]
