@@ -52,11 +52,12 @@ GOAL = 20.0  # relative CER cut of the cycle over paired-only at 10% paired, per
 SIZES = {
     "quick": {"corpus": 60, "mels": 24, "shares": [0.3], "headline_share": 0.3, "seeds": 1, "asr_steps": 6,
               "tts_steps": 6, "rounds": 1, "round_asr_steps": 4, "round_tts_steps": 4, "batch_size": 4,
-              "asr_hidden": 24, "asr_embedding": 16, "tts_hidden": 24, "eval_limit": 8, "beam": 2},
-    "full": {"corpus": 3000, "mels": 40, "shares": [0.05, 0.1, 0.25], "headline_share": 0.1, "seeds": 3,
+              "asr_hidden": 24, "asr_embedding": 16, "tts_hidden": 24, "eval_limit": 8, "beam": 2, "eval_every": 3,
+              "valid_limit": 4},
+    "full": {"corpus": 8000, "mels": 40, "shares": [0.05, 0.1, 0.25], "headline_share": 0.1, "seeds": 3,
              "asr_steps": 1200, "tts_steps": 1200, "rounds": 2, "round_asr_steps": 300, "round_tts_steps": 300,
              "batch_size": 16, "asr_hidden": 128, "asr_embedding": 48, "tts_hidden": 128, "eval_limit": 300,
-             "beam": 3},
+             "beam": 3, "eval_every": 150, "valid_limit": 100},
 }
 BRANCHES = ("paired_only", "self_training", "cycle")
 
@@ -91,7 +92,8 @@ def job(size: dict, share: float, seed: int, work: Path) -> dict:
                          tts_steps=size["tts_steps"], round_asr_steps=size["round_asr_steps"],
                          round_tts_steps=size["round_tts_steps"], batch_size=size["batch_size"],
                          asr_hidden=size["asr_hidden"], asr_embedding=size["asr_embedding"],
-                         tts_hidden=size["tts_hidden"], eval_limit=size["eval_limit"], log_every=50)
+                         tts_hidden=size["tts_hidden"], eval_limit=size["eval_limit"], log_every=50,
+                         eval_every=size["eval_every"], valid_limit=size["valid_limit"])
     key = hashlib.sha256(json.dumps([dataclasses.asdict(config), size], sort_keys=True).encode()).hexdigest()[:12]
     out = work / f"share{share}-seed{seed}-{key}"
     started = time.perf_counter()
@@ -110,7 +112,7 @@ def job(size: dict, share: float, seed: int, work: Path) -> dict:
     paired, speech_only, _ = split_for_cycle(task, share, seed)
     paired_task = dataclasses.replace(task, train=paired, unlabelled=speech_only)
     more = size["rounds"] * size["round_asr_steps"]
-    start = out / "asr-paired" / "last.pt"
+    start = Path(cycle["phases"]["asr-paired"]["checkpoint"])
     scores = {"paired_start": cycle["rounds"][0]["asr"], "cycle": cycle["rounds"][-1]["asr"]}
     for name, strategy in (("paired_only", TeacherForcing()),
                            ("self_training", SelfTraining(SelfTrainingConfig(beam=size["beam"]), seed=seed))):
@@ -118,7 +120,7 @@ def job(size: dict, share: float, seed: int, work: Path) -> dict:
         model = build_recogniser(task, config)
         if hasattr(strategy, "bind"):
             strategy.bind(paired_task)
-        train_phase(name, model, paired_task, strategy, more, out, config, say, start, limits_of(task))
+        train_phase(name, model, paired_task, strategy, more, out, config, say, start, limits_of(task), select=True)
         scores[name] = evaluate(model, task)
         seconds[name] = time.perf_counter() - began
     result = {"share": share, "seed": seed, "split": cycle["split"], "test": scores,
@@ -227,7 +229,9 @@ def main(argv: list[str] | None = None) -> dict:
                            "recogniser": f"gru, audio front end, embedding {size['asr_embedding']}, hidden "
                            f"{size['asr_hidden']}; {size['asr_steps']} paired steps, then "
                            f"{size['rounds'] * size['round_asr_steps']} steps in each branch, batch "
-                           f"{size['batch_size']}",
+                           f"{size['batch_size']}; every recogniser phase ends with the weights of its best "
+                           f"validation WER (every {size['eval_every']} steps on {size['valid_limit']} "
+                           "utterances), all its steps taken",
                            "synthesiser": f"attention decoder, hidden {size['tts_hidden']}, reduction 4, "
                            f"{size['tts_steps']} paired steps, {size['round_tts_steps']} a round",
                            "self_training": f"beam {size['beam']}, the strategy's default threshold and ratio",

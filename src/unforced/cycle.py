@@ -52,7 +52,8 @@ TTS_FEEDS = ("teacher_forcing", "scheduled_sampling")
 @dataclass
 class CycleConfig:
     """paired: share of the train utterances with both sides. rounds: of the cycle. *_steps: optimizer steps of
-    each phase. tts_feed: how the synthesiser trains ("teacher_forcing", or "scheduled_sampling" with the
+    each phase; a recogniser's phase ends with the weights of its best validation WER (every `eval_every` steps on
+    `valid_limit` utterances), the synthesiser's with its last. tts_feed: how the synthesiser trains ("teacher_forcing", or "scheduled_sampling" with the
     inverse-sigmoid schedule of `tts_ss_k`). synthetic_per_paired: synthetic pairs a round's recogniser trains on,
     per paired one (a seeded choice each round; 0: none, the cycle-consistency term alone). cycle_weight, samples, unpaired_batch: the cycle-consistency term."""
 
@@ -75,6 +76,9 @@ class CycleConfig:
     cycle_weight: float = 0.5
     samples: int = 2
     unpaired_batch: int = 8
+    asr_dropout: float = 0.2
+    eval_every: int = 150
+    valid_limit: int = 100
     eval_limit: int = 200
     log_every: int = 10
 
@@ -83,11 +87,13 @@ class CycleConfig:
             raise UnforcedError(f"cycle.paired (the paired share of the train split) is in (0, 1), got "
                                 f"{self.paired!r}")
         for name in ("rounds", "asr_steps", "tts_steps", "round_asr_steps", "round_tts_steps", "batch_size",
-                     "eval_limit", "log_every"):
+                     "eval_every", "valid_limit", "eval_limit", "log_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "rounds" else 1):
                 raise UnforcedError(f"cycle.{name} must be a {'non-negative' if name == 'rounds' else 'positive'}"
                                     f" integer, got {value!r}")
+        if not 0 <= self.asr_dropout < 1:
+            raise UnforcedError(f"cycle.asr_dropout must be in [0, 1), got {self.asr_dropout}")
         if not (self.synthetic_per_paired >= 0 and math.isfinite(self.synthetic_per_paired)):
             raise UnforcedError(f"cycle.synthetic_per_paired must be a non-negative number, got "
                                 f"{self.synthetic_per_paired}")
@@ -115,7 +121,7 @@ def build_recogniser(task: Task, config: CycleConfig):
     longest_source, longest_target = task.longest()
     torch.manual_seed(config.seed)
     return build_model(ModelConfig(kind="gru", target_vocab=task.target_tokenizer.vocab_size,
-                                   embedding=config.asr_embedding, hidden=config.asr_hidden, dropout=0.1,
+                                   embedding=config.asr_embedding, hidden=config.asr_hidden, dropout=config.asr_dropout,
                                    max_source_len=longest_source, max_target_len=longest_target,
                                    **task.source_codec.model_options()))
 
@@ -135,20 +141,37 @@ def limits_of(task: Task) -> dict:
 
 def train_phase(name: str, model, task: Task, strategy, steps: int, out: Path, config: CycleConfig,
                 progress: Callable[[dict], None] | None = None, start_from: Path | None = None,
-                limits: dict | None = None) -> dict:
+                limits: dict | None = None, select: bool = False) -> dict:
     """`steps` steps of `strategy` on `task` in `out/name` with the Trainer: resumed from its own checkpoint if
     it has one, else started from the weights of the checkpoint `start_from` (the phase before). The model ends
-    with the phase's weights."""
+    with the phase's last weights, or with `select` (a recogniser) with those of its best validation WER
+    (evaluated every `config.eval_every` steps on `config.valid_limit` utterances; every step is still taken, so
+    phases of equal steps do equal work). `checkpoint` in the result: the weights the next phase starts from."""
     folder = out / name
+    patience = evaluate = None
+    if select:
+        from unforced.diagnostics import evaluate as evaluate_split
+        from unforced.switch import Patience, SwitchConfig
+
+        patience = Patience(SwitchConfig(metric=task.metric, patience=10**9), folder / "best.pt")
+
+        def evaluate(m):
+            return evaluate_split(m, task, "valid", limit=config.valid_limit, limits=limits)
     trainer = Trainer(model, task, strategy,
                       TrainConfig(steps=steps, batch_size=config.batch_size, learning_rate=config.learning_rate,
-                                  warmup=0 if start_from else 50, eval_every=0, checkpoint_every=100,
-                                  log_every=config.log_every, seed=config.seed, device="cpu"),
+                                  warmup=0 if start_from else 50, eval_every=config.eval_every if select else 0,
+                                  checkpoint_every=100, log_every=config.log_every, seed=config.seed,
+                                  device="cpu"),
                       folder, folder / "metrics.jsonl", tag=name, identity={"cycle_phase": name},
-                      limits=limits, progress=progress and (lambda record: progress({"phase": name, **record})))
+                      limits=limits, progress=progress and (lambda record: progress({"phase": name, **record})),
+                      evaluate=evaluate, patience=patience)
     if not trainer.resume() and start_from is not None:
         model.load_state_dict(read_checkpoint_file(start_from)["model"])
     summary = trainer.fit()
+    if patience is not None and (best := patience.best_weights()) is not None:
+        model.load_state_dict(best)
+        return {**summary, "checkpoint": str(folder / "best.pt"), "best_step": patience.best_step,
+                "best_valid": patience.best}
     return {**summary, "checkpoint": str(folder / "last.pt")}
 
 
@@ -230,14 +253,14 @@ def run_cycle(task: Task, config: CycleConfig, out: Path, progress: Callable[[di
     limits = limits_of(task)
     asr, tts = build_recogniser(task, config), build_synthesiser(task, config)
     phases = {"asr-paired": train_phase("asr-paired", asr, paired_task, TeacherForcing(), config.asr_steps, out,
-                                        config, progress, limits=limits),
+                                        config, progress, limits=limits, select=True),
               "tts-paired": train_phase("tts-paired", tts, paired_task, tts_strategy(config), config.tts_steps,
                                         out, config, progress)}
     figures = {"split": {"paired": len(paired), "unpaired_speech": len(speech), "unpaired_text": len(texts),
                          "synthetic_per_round": min(len(texts), round(len(paired) * config.synthetic_per_paired))},
                "rounds": [{"round": 0, "asr": evaluate_asr(asr, task),
                            "tts": frame_gap(tts, task, "test", limit=config.eval_limit)}]}
-    asr_from, tts_from = out / "asr-paired" / "last.pt", out / "tts-paired" / "last.pt"
+    asr_from, tts_from = Path(phases["asr-paired"]["checkpoint"]), Path(phases["tts-paired"]["checkpoint"])
     for number in range(1, config.rounds + 1):
         folder = out / f"round-{number}"
         folder.mkdir(exist_ok=True)
@@ -249,11 +272,13 @@ def run_cycle(task: Task, config: CycleConfig, out: Path, progress: Callable[[di
                                                                                          strict=True)],
                                        unlabelled=speech)
         cycle = CycleConsistency(build_synthesiser(task, config),
-                                 CycleConsistencyConfig(config.cycle_weight, config.samples, config.unpaired_batch),
+                                 CycleConsistencyConfig(config.cycle_weight, config.samples,
+                                                        config.unpaired_batch),
                                  seed=config.seed + number).bind(asr_task)
         cycle.synthesiser.load_state_dict(tts.state_dict())
         phases[f"round-{number}/asr"] = train_phase(f"round-{number}/asr", asr, asr_task, cycle,
-                                                    config.round_asr_steps, out, config, progress, asr_from, limits)
+                                                    config.round_asr_steps, out, config, progress, asr_from, limits,
+                                                    select=True)
         tts_task = dataclasses.replace(task, train=paired + [Example(s, t) for s, t in zip(speech, transcripts,
                                                                                           strict=True) if t],
                                        unlabelled=[])
@@ -261,7 +286,8 @@ def run_cycle(task: Task, config: CycleConfig, out: Path, progress: Callable[[di
             f"round-{number}/tts", tts, tts_task,
             tts_strategy(config, config.tts_steps + (number - 1) * config.round_tts_steps),
             config.round_tts_steps, out, config, progress, tts_from)
-        asr_from, tts_from = folder / "asr" / "last.pt", folder / "tts" / "last.pt"
+        asr_from = Path(phases[f"round-{number}/asr"]["checkpoint"])
+        tts_from = Path(phases[f"round-{number}/tts"]["checkpoint"])
         figures["rounds"].append({"round": number, "asr": evaluate_asr(asr, task),
                                   "tts": frame_gap(tts, task, "test", limit=config.eval_limit),
                                   "reconstruction_error": last_logged(folder / "asr" / "metrics.jsonl",

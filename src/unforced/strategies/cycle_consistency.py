@@ -6,8 +6,9 @@ Each step, the recogniser's cross-entropy on its batch (paired and synthetic pai
 REINFORCE term: `samples` transcripts drawn from the recogniser for each of `unpaired_batch` utterances of
 `task.unlabelled` (a seeded walk, reshuffled each pass, its position kept through a resume); each transcript's
 reward is minus the synthesiser's teacher-forced frame error (L1 per frame and bin) of the real utterance given
-that transcript; the baseline is leave-one-out over the samples (Kool et al. 2019), the library's `advantages` and
-`policy_gradient` (strategies/reinforce.py). The synthesiser is frozen here (it trains in its own phase).
+that transcript; the baseline is leave-one-out over the samples (Kool et al. 2019), the advantages scaled to unit
+spread over the batch (the rewards of one utterance's transcripts differ by hundredths), the library's
+`advantages` and `policy_gradient` (strategies/reinforce.py). The synthesiser is frozen here (it trains in its own phase).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class CycleConsistencyConfig:
     samples: int = 2  # transcripts drawn per unpaired utterance (leave-one-out needs 2)
     unpaired_batch: int = 8
     temperature: float = 1.0
+    normalize_advantage: bool = True  # the rewards differ by hundredths of a frame error: scaled to unit spread
 
     def __post_init__(self):
         if not (0.0 <= self.weight <= 1.0):
@@ -105,7 +107,7 @@ class CycleConsistency:
                                               gold_frames=frames.repeat_interleave(k, 0))
             error = frame_error(rebuilt, frames.repeat_interleave(k, 0), frame_mask.repeat_interleave(k, 0))
         rewards = (-error).view(len(frames), k).cpu()
-        advantage, _ = advantages(rewards, "leave_one_out")
+        advantage, _ = advantages(rewards, "leave_one_out", normalize=config.normalize_advantage)
         logits = model.forced(unpaired_k, shifted(drawn.tokens)).logits
         reinforce, _ = policy_gradient(logits, drawn.tokens, drawn.mask, advantage, config.temperature)
         logs.update(reconstruction_error=float(error.mean()), reward_spread=float(rewards.std(1).mean()),
