@@ -212,7 +212,8 @@ def main(argv: list[str] | None = None) -> dict:
     began = time.perf_counter()
     log(f"corpus of {size['corpus']} utterances ...")
     speech.synthesise(size["corpus"], 0, espeak=espeak)
-    jobs = [(share, seed) for share in arguments.shares or size["shares"] for seed in range(seeds)]
+    shares = sorted(arguments.shares or size["shares"], key=lambda s: s != size["headline_share"])  # headline first
+    jobs = [(share, seed) for share in shares for seed in range(seeds)]
     workers = min(arguments.workers or os.cpu_count() or 1, len(jobs))
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
         runs = list(pool.map(job, [size] * len(jobs), [s for s, _ in jobs], [s for _, s in jobs],

@@ -202,3 +202,4 @@ def test_unforced_run_self_trains_from_the_teacher_forced_model(tmp_path, capsys
     code, _, err = call(["run", "--task", "reverse", "--quick", "--config", str(config), "--strategies",
                          "self_training", "--out", str(tmp_path / "refused"), "--json"], capsys)
     assert code == 2 and "labelled" in err and "unlabelled" in err
+    assert not (tmp_path / "refused" / "metrics.jsonl").exists()  # refused before teacher forcing trained

@@ -66,7 +66,7 @@ from unforced.runfiles import (
     read_checkpoint_file,
     read_metrics,
 )
-from unforced.strategies import STRATEGIES, make_strategy, warm_start_source
+from unforced.strategies import STRATEGIES, make_strategy, strategy_class, warm_start_source
 from unforced.strategies.base import Observer, TaskBound
 from unforced.switch import Patience, SwitchConfig
 from unforced.tasks import get_task
@@ -148,6 +148,12 @@ def _run_experiment(config: RunConfig, out: Path, progress: Callable[[str, dict]
                 fsdp.check_strategy(make_strategy(phase.strategy, strategy_options(config, phase.strategy),
                                                   seed=config.seed))
     task = get_task(config.task, **{"seed": config.seed, **task_options})
+    for entry in config.strategies:  # a strategy that learns from unlabelled sources needs some, before any training
+        for phase in entry_phases(config, entry):
+            if getattr(strategy_class(phase.strategy), "needs_unlabelled", False) and not task.unlabelled:
+                raise UnforcedError(f"strategy {phase.strategy!r} learns from unlabelled sources and task "
+                                    f"{task.name!r} has none: give the task option labelled (the labelled share "
+                                    "of its train split, below 1), e.g. task_options: {labelled: 0.1}")
     if model_options.get("kind") == "hf":  # the user's model brings its own tokenizer and vocabulary
         model_options = _adopt_hf_model(task, model_options)
     longest_source, longest_target = task.longest()

@@ -102,6 +102,7 @@ class SelfTraining:
 
     name = "self_training"
     warm_start = True  # pseudo-labels come from a trained model (the teacher-forced one, named alone in a run)
+    needs_unlabelled = True  # experiment.py refuses a task without unlabelled sources before any phase trains
 
     def __init__(self, config: SelfTrainingConfig | None = None, seed: int = 0):
         self.config = config or SelfTrainingConfig()
