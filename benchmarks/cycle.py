@@ -55,7 +55,7 @@ SIZES = {
               "asr_hidden": 24, "asr_embedding": 16, "tts_hidden": 24, "eval_limit": 8, "beam": 2, "eval_every": 3,
               "valid_limit": 4},
     "full": {"corpus": 8000, "mels": 40, "shares": [0.05, 0.1, 0.25], "headline_share": 0.1, "seeds": 3,
-             "asr_steps": 1200, "tts_steps": 1200, "rounds": 2, "round_asr_steps": 300, "round_tts_steps": 300,
+             "asr_steps": 1200, "tts_steps": 800, "rounds": 2, "round_asr_steps": 300, "round_tts_steps": 200,
              "batch_size": 16, "asr_hidden": 128, "asr_embedding": 48, "tts_hidden": 128, "eval_limit": 300,
              "beam": 3, "eval_every": 150, "valid_limit": 100},
 }
