@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TEST_THREADS
 from test_reinforce import greedy_reward, toy_model, toy_task, warm_up
 
 from unforced.errors import UnforcedError
@@ -18,13 +17,7 @@ from unforced.strategies.minimum_risk import MinimumRisk, MinimumRiskConfig
 from unforced.strategies.reinforce import sequence_log_probs, shifted
 from unforced.vocab import EOS, PAD
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(TEST_THREADS)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # conftest: one torch thread
 
 
 def test_the_nbest_list_is_ranked_and_its_head_is_the_beam_search_result():

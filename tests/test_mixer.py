@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import TEST_THREADS
 from test_reinforce import toy_model, toy_task  # the toy translator: six pairs, a tiny GRU
 
 from unforced.errors import UnforcedError
@@ -15,13 +14,7 @@ from unforced.strategies.mixer import Mixer, MixerConfig
 from unforced.strategies.teacher_forcing import TeacherForcing
 from unforced.vocab import BOS, PAD
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(TEST_THREADS)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # conftest: one torch thread
 
 
 def mixer(task, seed: int = 0, **options) -> Mixer:

@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import TEST_THREADS
 from test_reinforce import toy_model, toy_task  # the toy translator: six pairs, a tiny GRU
 
 from unforced.errors import UnforcedError
@@ -18,13 +17,7 @@ from unforced.strategies.preference import Preference, PreferenceConfig, best_wo
 from unforced.strategies.teacher_forcing import TeacherForcing
 from unforced.train import TrainConfig, Trainer
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(TEST_THREADS)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # conftest: one torch thread
 
 
 def strategy(task, seed: int = 0, **options) -> Preference:

@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import TEST_THREADS
 
 import unforced.strategies.reinforce as reinforce_module
 from unforced.errors import UnforcedError
@@ -26,13 +25,7 @@ PAIRS = [("one two three", "uno dos tres"), ("two three four", "dos tres cuatro 
          ("five two one three", "cinco dos uno tres")]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models: several threads only contend (and the machine is shared); one is faster and steadier.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(TEST_THREADS)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # conftest: one torch thread
 
 
 def toy_task() -> Task:
