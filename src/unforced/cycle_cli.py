@@ -46,7 +46,7 @@ def cycle(paired: float = typer.Option(0.1, "--paired", help="share of the train
     """The ASR-TTS cycle: a recogniser and a synthesiser trained on the paired share, then teaching each other on
     unpaired speech and text; test CER and WER and the synthesiser's frame gap after each round."""
     from unforced.cycle import CycleConfig, run_cycle
-    from unforced.tasks.speech import speech_task
+    from unforced.tasks.speech import speech_task, synthesise
 
     options = {"rounds": rounds, "asr_steps": asr_steps, "tts_steps": tts_steps,
                "round_asr_steps": round_asr_steps, "round_tts_steps": round_tts_steps}
@@ -61,9 +61,11 @@ def cycle(paired: float = typer.Option(0.1, "--paired", help="share of the train
     out = out or Path("runs") / f"cycle-paired-{paired:g}"
     settings = {"size": size, "mels": mels, **dataclasses.asdict(config)}
     _claim(out, settings, overwrite)
-    task = speech_task(size=size, mels=mels, seed=seed)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=stderr, transient=True) as bar:
+        corpus = bar.add_task("speech corpus", total=size)  # made (or finished) first, with its own bar
+        synthesise(size, 0, progress=lambda done, total: bar.update(corpus, completed=done))
+        task = speech_task(size=size, mels=mels, seed=seed)
         jobs: dict[str, int] = {}
 
         def progress(event: dict) -> None:
