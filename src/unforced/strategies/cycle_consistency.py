@@ -6,9 +6,9 @@ Each step, the recogniser's cross-entropy on its batch (paired and synthetic pai
 REINFORCE term: `samples` transcripts drawn from the recogniser for each of `unpaired_batch` utterances of
 `task.unlabelled` (a seeded walk, reshuffled each pass, its position kept through a resume); each transcript's
 reward is minus the synthesiser's teacher-forced frame error (L1 per frame and bin) of the real utterance given
-that transcript; the baseline is leave-one-out over the samples (Kool et al. 2019), the advantages scaled to unit
-spread over the batch (the rewards of one utterance's transcripts differ by hundredths), the library's
-`advantages` and `policy_gradient` (strategies/reinforce.py). The synthesiser is frozen here (it trains in its own phase).
+that transcript; the baseline is leave-one-out over the samples (Kool et al. 2019), the library's `advantages` and
+`policy_gradient` (strategies/reinforce.py); `normalize_advantage` scales the advantages to unit spread (off: it
+amplifies the reward's noise). The synthesiser is frozen here (it trains in its own phase).
 """
 
 from __future__ import annotations
@@ -32,7 +32,9 @@ class CycleConsistencyConfig:
     samples: int = 2  # transcripts drawn per unpaired utterance (leave-one-out needs 2)
     unpaired_batch: int = 8
     temperature: float = 1.0
-    normalize_advantage: bool = True  # the rewards differ by hundredths of a frame error: scaled to unit spread
+    # Scaling the advantages to unit spread amplifies the reward's noise: on the cycle benchmark's 10% share it took
+    # validation WER from 0.51 to 0.95 in 150 steps (weight 0.5), where the raw advantages left it at 0.51.
+    normalize_advantage: bool = False
 
     def __post_init__(self):
         if not (0.0 <= self.weight <= 1.0):
