@@ -110,10 +110,11 @@ def branch_strategy(name: str, size: dict, seed: int, task: Task, threshold: flo
     raise ValueError(name)
 
 
-def test_scores(model, task: Task, limit: int | None) -> dict:
-    """Greedy corpus BLEU and chrF on the test split, against every reference."""
+def test_scores(model, task: Task, limit: int | None) -> tuple[dict, dict]:
+    """Greedy corpus BLEU and chrF on the test split, against every reference; and how they were measured."""
     metric = evaluate(model, task, "test", limit=limit)["metric"]
-    return {"bleu": round(metric["fr"], 4), "chrf": round(metric["companions"]["chrf"]["fr"], 4)}
+    return ({"bleu": round(metric["fr"], 4), "chrf": round(metric["companions"]["chrf"]["fr"], 4)},
+            {"bleu_signature": metric["signature"], "decode": metric["decode"], "references": metric["nrefs"]})
 
 
 def compare(part: str, task: Task, size: dict, seed: int, scratch: Path) -> dict:
@@ -131,7 +132,8 @@ def compare(part: str, task: Task, size: dict, seed: int, scratch: Path) -> dict
     log(f"{part} seed {seed}: teacher forcing {done['steps']} steps, best validation BLEU {patience.best:.2f} at "
         f"step {patience.best_step} ({done['seconds']:.0f} s)")
     seconds = {"tf_start": done["seconds"]}
-    scores = {"tf_start": test_scores(model, task, size["test_limit"])}
+    scores, measured = {}, {}
+    scores["tf_start"], measured = test_scores(model, task, size["test_limit"])
     threshold = calibrated_threshold(model, task, size) if "self_training" in PARTS[part] else None
     logs = {}
     for name in PARTS[part]:
@@ -141,7 +143,7 @@ def compare(part: str, task: Task, size: dict, seed: int, scratch: Path) -> dict
         seconds[name] = train(branch, strategy, task, size["fine_tune"], size["batch_size"], size["branch_lr"],
                               seed, start=done["steps"])["seconds"]
         began = time.perf_counter()
-        scores[name] = test_scores(branch, task, size["test_limit"])
+        scores[name], _ = test_scores(branch, task, size["test_limit"])
         seconds[f"{name}_test"] = time.perf_counter() - began
         logs[name] = strategy.means()
         log(f"{part} seed {seed}: {name} test BLEU {scores[name]['bleu']:.2f} chrF {scores[name]['chrf']:.2f} "
@@ -149,7 +151,7 @@ def compare(part: str, task: Task, size: dict, seed: int, scratch: Path) -> dict
     changes = {f"{name}_over_{base}": {m: relative(scores[name][m], scores[base][m]) for m in METRICS}
                for base in ("tf_more", "tf_start") for name in PARTS[part] if name != base}
     return {"seed": seed, "switch": {**patience.summary(), "steps_trained": done["steps"]}, "test_scores": scores,
-            "relative": {k: {m: None if v is None else round(v, 6) for m, v in c.items()} for k, c in changes.items()},
+            "measured": measured, "relative": {k: {m: None if v is None else round(v, 6) for m, v in c.items()} for k, c in changes.items()},
             "branch_logs": logs, "self_training_threshold": None if threshold is None else round(threshold, 4),
             "seconds": {k: round(v, 1) for k, v in seconds.items()}}
 

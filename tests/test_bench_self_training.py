@@ -15,6 +15,7 @@ def test_self_training_quick(bench_quick):
     results = bench_quick("self_training", timeout=120)
     assert {"commit", "cpu", "threads", "load", "date"} <= set(results["provenance"])
     assert results["provenance"]["threads"] == 1 and results["seeds"] == 2
+    assert "BLEU|" in results["scarce_labels"]["runs"][0]["measured"]["bleu_signature"]
     assert "equal_work" in results["setup"] and "not equal work" in results["setup"]["equal_work"]
     assert results["scarce_labels"]["task"]["unlabelled"] > 0 and results["all_labels"]["task"]["unlabelled"] == 0
     for part, branches in PARTS.items():
