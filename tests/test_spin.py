@@ -103,3 +103,27 @@ def test_bad_options_are_named_and_fsdp_refuses_the_copy():
     assert warm_start_source("spin") == "teacher_forcing"
     with pytest.raises(UnforcedError, match="'spin' cannot train under FSDP"):
         fsdp.check_strategy(make_strategy("spin"))
+
+
+def test_dropout_does_not_bias_the_margins_of_spin_or_preference():
+    """The policy's passes run without dropout, as the frozen reference's do (TRL's disable_dropout): at the
+    reference's own weights every margin is 0 and the loss log 2, and the model is back in train mode after."""
+    from unforced.models import ModelConfig, build_model
+    from unforced.strategies.preference import Preference, PreferenceConfig
+
+    task = toy_task()
+    torch.manual_seed(3)
+    model = build_model(ModelConfig(kind="gru", source_vocab=task.source_tokenizer.vocab_size,
+                                    target_vocab=task.target_tokenizer.vocab_size, embedding=16, hidden=32,
+                                    dropout=0.5, max_source_len=8, max_target_len=10))
+    model.load_state_dict(warm_model(task).state_dict())
+    model.train()
+    batch = task.collate(task.train)
+    for strategy in (Spin(SpinConfig(), seed=0), Preference(PreferenceConfig(), seed=0).bind(task)):
+        output = strategy.loss(model, batch, 0)
+        assert model.training
+        assert output.logs["dpo_margin"] == pytest.approx(0.0, abs=1e-6)
+        assert float(output.loss.detach()) == pytest.approx(math.log(2), abs=1e-6)
+        output.loss.backward()  # gradients flow through the dropout-free passes
+        assert any(p.grad is not None for p in model.parameters())
+        model.zero_grad()

@@ -14,9 +14,10 @@ start (pi = pi_ref) every pair's loss is log 2.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -109,6 +110,19 @@ def dpo_loss(policy_chosen: Tensor, policy_rejected: Tensor, reference_chosen: T
     return -F.logsigmoid(margins).mean(), margins
 
 
+@contextlib.contextmanager
+def dropout_off(model) -> Iterator[None]:
+    """The policy's passes without dropout (its mode restored after), as TRL's DPO trainer does by default
+    (`disable_dropout`): the frozen reference runs in eval mode, so a policy with dropout would score its own
+    weights below the reference's and every margin would start biased below 0. Gradients flow as in training."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
 def frozen_copy(model, weights: dict | None = None):
     """A deep copy of `model` in eval mode with no gradient (a reference policy), holding `weights` if given
     (a checkpoint's reference), else the model's own."""
@@ -184,6 +198,10 @@ class Preference:
         self._reference_weights = None
 
     def loss(self, model, batch, step: int) -> StepOutput:
+        with dropout_off(model):
+            return self._loss(model, batch, step)
+
+    def _loss(self, model, batch, step: int) -> StepOutput:
         config = self.config
         if self.decode is None or self.reward is None:
             raise UnforcedError("preference needs a decoder and a reward: call strategy.bind(task) before "

@@ -25,7 +25,7 @@ from unforced.errors import UnforcedError
 from unforced.models import select_rows
 from unforced.rollout import Sample, rollout
 from unforced.strategies.base import StepOutput, generator_for
-from unforced.strategies.preference import dpo_loss, frozen_copy
+from unforced.strategies.preference import dpo_loss, dropout_off, frozen_copy
 from unforced.strategies.reinforce import check_sampling_options, decode_budget, sequence_log_probs, shifted
 from unforced.vocab import PAD
 
@@ -102,6 +102,10 @@ class Spin:
         self._reference_weights = None
 
     def loss(self, model, batch, step: int) -> StepOutput:
+        with dropout_off(model):  # as the frozen reference: no dropout bias in the margins
+            return self._loss(model, batch, step)
+
+    def _loss(self, model, batch, step: int) -> StepOutput:
         config = self.config
         if self.reference is None:  # the first step, or the first after a resume (the checkpoint's weights)
             self._take_reference(model, step)
