@@ -20,7 +20,8 @@ teacher-forced and free-running on the test utterances, trained teacher-forced (
 sampling over its frames for the same steps, per seed.
 
 Jobs run in parallel processes of one thread each; each job works in its own folder (under `--work`, default a
-folder in the cache), so a killed benchmark run again resumes every job where it stopped.
+folder in the cache; keyed by the job's settings and the commit), so a killed benchmark run again resumes every
+job where it stopped.
 
     python benchmarks/cycle.py [--quick] [--json] [--seeds N] [--workers N] [--work DIR]
 """
@@ -214,6 +215,8 @@ def main(argv: list[str] | None = None) -> dict:
     speech.synthesise(size["corpus"], 0, espeak=espeak)
     shares = sorted(arguments.shares or size["shares"], key=lambda s: s != size["headline_share"])  # headline first
     jobs = [(share, seed) for share in shares for seed in range(seeds)]
+    # A job's folder is keyed by its settings and the commit: a rerun resumes it, other code starts afresh.
+    size = {**size, "commit": document["provenance"]["commit"]}
     workers = min(arguments.workers or os.cpu_count() or 1, len(jobs))
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
         runs = list(pool.map(job, [size] * len(jobs), [s for s, _ in jobs], [s for _, s in jobs],
