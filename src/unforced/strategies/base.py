@@ -96,3 +96,41 @@ def token_nll(logits: Tensor, gold: Tensor, mask: Tensor, label_smoothing: float
 
 def generator_for(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
+
+
+class SourceWalk:
+    """A seeded walk over a pool of sources (`task.unlabelled`): pass p is the permutation drawn from
+    `seed + p`, taken in order, a draw crossing into the next pass where one runs out. Where it stands (pass,
+    position) is its state, so a resumed strategy draws what an uninterrupted one would have."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+        self.epoch, self.position = 0, 0
+        self._order: tuple[int, list[int]] | None = None  # (pass, permutation) of the current pass
+
+    def reset(self) -> None:
+        """Forget the cached permutation (the pool changed: a strategy bound to another task)."""
+        self._order = None
+
+    def _permutation(self, epoch: int, count: int) -> list[int]:
+        if self._order is None or self._order[0] != epoch:
+            self._order = (epoch, torch.randperm(count, generator=generator_for(self.seed + epoch)).tolist())
+        return self._order[1]
+
+    def take(self, pool: list, rows: int) -> list:
+        """The next `rows` items of `pool` on the walk."""
+        chosen: list[int] = []
+        while len(chosen) < rows:
+            order = self._permutation(self.epoch, len(pool))
+            taken = order[self.position:self.position + rows - len(chosen)]
+            chosen += taken
+            self.position += len(taken)
+            if self.position >= len(order):
+                self.epoch, self.position = self.epoch + 1, 0
+        return [pool[i] for i in chosen]
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])

@@ -22,7 +22,7 @@ from unforced.errors import UnforcedError
 from unforced.models.base import repeat_rows
 from unforced.models.tts import frame_error
 from unforced.rollout import Gold, Sample, rollout
-from unforced.strategies.base import StepOutput, generator_for, token_nll
+from unforced.strategies.base import SourceWalk, StepOutput, generator_for, token_nll
 from unforced.strategies.reinforce import advantages, policy_gradient, shifted
 
 
@@ -60,31 +60,25 @@ class CycleConsistency:
         self.seed = seed
         self.generator = generator_for(seed)
         self.task = None
-        self.position = 0  # utterances of the walk over task.unlabelled consumed so far
+        self.walk = SourceWalk(seed * 7919)  # over task.unlabelled
 
     def bind(self, task) -> CycleConsistency:
         if not task.unlabelled:
             raise UnforcedError("the cycle-consistency term needs speech without transcripts (task.unlabelled)")
         self.task = task
+        self.walk.reset()
         return self
 
     def state_dict(self) -> dict:
-        return {"position": self.position, "generator": self.generator.get_state()}
+        return {"walk": self.walk.state_dict(), "generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.position = int(state["position"])
+        self.walk.load_state_dict(state["walk"])
         self.generator.set_state(state["generator"])
 
     def next_sources(self) -> list:
-        """The next `unpaired_batch` sources of the walk: pass p is a permutation seeded by (seed, p)."""
-        pool = self.task.unlabelled
-        chosen = []
-        while len(chosen) < self.config.unpaired_batch:
-            epoch, index = divmod(self.position, len(pool))
-            order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(self.seed * 7919 + epoch))
-            chosen.append(pool[int(order[index])])
-            self.position += 1
-        return chosen
+        """The next `unpaired_batch` sources of the walk over task.unlabelled."""
+        return self.walk.take(self.task.unlabelled, self.config.unpaired_batch)
 
     def loss(self, model, batch, step: int) -> StepOutput:
         if self.task is None:

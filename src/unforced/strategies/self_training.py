@@ -26,7 +26,7 @@ from torch import Tensor
 
 from unforced.errors import UnforcedError
 from unforced.rollout import beam_search
-from unforced.strategies.base import StepOutput, generator_for, token_nll
+from unforced.strategies.base import SourceWalk, StepOutput, token_nll
 from unforced.strategies.reinforce import decode_budget
 from unforced.tasks.base import Example
 from unforced.vocab import EOS
@@ -107,9 +107,8 @@ class SelfTraining:
     def __init__(self, config: SelfTrainingConfig | None = None, seed: int = 0):
         self.config = config or SelfTrainingConfig()
         self.seed = seed
-        self.epoch, self.position = 0, 0
+        self.walk = SourceWalk(seed * 100003)  # over task.unlabelled
         self.task = None
-        self._order: tuple[int, list[int]] | None = None  # (epoch, permutation) of the walk's current epoch
 
     # ---- capabilities (strategies/base.py): TaskBound, Stateful ------------------------------------------------
     def bind(self, task) -> SelfTraining:
@@ -119,35 +118,21 @@ class SelfTraining:
                                 f"--config file keeps 20% of the train split labelled and makes the rest's "
                                 f"sources unlabelled), or a task with unlabelled sources")
         self.task = task
-        self._order = None
+        self.walk.reset()
         return self
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "position": self.position}
+        return self.walk.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        self.walk.load_state_dict(state)
 
     # ---- the walk over the unlabelled sources ------------------------------------------------------------------
-    def _permutation(self, epoch: int) -> list[int]:
-        if self._order is None or self._order[0] != epoch:
-            count = len(self.task.unlabelled)
-            self._order = (epoch, torch.randperm(count, generator=generator_for(self.seed * 100003 + epoch)).tolist())
-        return self._order[1]
-
     def next_sources(self, rows: int) -> list:
         """The next `rows` unlabelled sources of the walk (crossing into the next epoch where one runs out)."""
         if self.task is None:
             raise UnforcedError("self_training is not bound to a task: call bind(task) before training")
-        chosen: list[int] = []
-        while len(chosen) < rows:
-            order = self._permutation(self.epoch)
-            taken = order[self.position:self.position + rows - len(chosen)]
-            chosen += taken
-            self.position += len(taken)
-            if self.position >= len(order):
-                self.epoch, self.position = self.epoch + 1, 0
-        return [self.task.unlabelled[i] for i in chosen]
+        return self.walk.take(self.task.unlabelled, rows)
 
     # ---- pseudo-labels and the loss ----------------------------------------------------------------------------
     def pseudo_labels(self, model, sources: list, max_len: int, device=None) -> PseudoLabels:
