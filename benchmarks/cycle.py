@@ -43,7 +43,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _branches import spread  # noqa: E402
-from common import goal, provenance  # noqa: E402
+from common import goal, print_goals, provenance  # noqa: E402
 
 ANCHORS = {"hori2019_cycle": {"relative_cut_pct": 14.7, "source": "Hori et al. 2019, cycle-consistency "
                               "training, WER, LibriSpeech 100 h paired + 360 h unpaired"},
@@ -105,8 +105,10 @@ def job(size: dict, share: float, seed: int, work: Path) -> dict:
         elif event.get("step") in ("synthetic", "transcripts") and event["done"] == event["total"]:
             log(f"share {share} seed {seed}: {event['phase']} {event['step']} {event['total']} utterances")
 
+    limits = limits_of(task)
+
     def evaluate(model, task) -> dict:
-        return error_rates(model, task, limit=size["eval_limit"])
+        return error_rates(model, task, limit=size["eval_limit"], limits=limits)
 
     cycle = run_cycle(task, config, out, progress=say, evaluate_asr=evaluate)
     seconds = {"cycle": time.perf_counter() - started}
@@ -118,10 +120,10 @@ def job(size: dict, share: float, seed: int, work: Path) -> dict:
     for name, strategy in (("paired_only", TeacherForcing()),
                            ("self_training", SelfTraining(SelfTrainingConfig(beam=size["beam"]), seed=seed))):
         began = time.perf_counter()
-        model = build_recogniser(task, config)
+        model = build_recogniser(task, config, limits)
         if hasattr(strategy, "bind"):
             strategy.bind(paired_task)
-        train_phase(name, model, paired_task, strategy, more, out, config, say, start, limits_of(task), select=True)
+        train_phase(name, model, paired_task, strategy, more, out, config, say, start, limits, select=True)
         scores[name] = evaluate(model, task)
         seconds[name] = time.perf_counter() - began
     result = {"share": share, "seed": seed, "split": cycle["split"], "test": scores,
@@ -135,7 +137,7 @@ def job(size: dict, share: float, seed: int, work: Path) -> dict:
         ss = dataclasses.replace(config, tts_feed="scheduled_sampling", tts_ss_k=max(size["tts_steps"] / 8, 1.0))
         from unforced.cycle import tts_strategy
 
-        tts = build_synthesiser(task, ss)
+        tts = build_synthesiser(task, ss, limits)
         train_phase("tts-scheduled-sampling", tts, dataclasses.replace(task, train=paired, unlabelled=[]),
                     tts_strategy(ss), size["tts_steps"], out, ss, say)
         gaps["scheduled_sampling"] = frame_gap(tts, task, "test", limit=size["eval_limit"])
@@ -249,10 +251,7 @@ def main(argv: list[str] | None = None) -> dict:
         document["figure"] = str(arguments.figure)
     if arguments.json:
         print(json.dumps(document, indent=2))
-    else:
-        for name, entry in document["goals"].items():
-            log(f"{name}: {entry['value']:.2f} (goal {entry['direction']} {entry['goal']}) "
-                f"{'met' if entry['met'] else 'not met'}")
+    print_goals(document["goals"])
     return document
 
 

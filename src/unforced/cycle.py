@@ -22,6 +22,7 @@ is told each phase's steps and each chunk.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -35,7 +36,7 @@ from unforced.errors import UnforcedError
 from unforced.models import ModelConfig, build_model
 from unforced.models.tts import Synthesiser, SynthesiserConfig
 from unforced.rollout import Greedy, rollout
-from unforced.runfiles import atomic_save, atomic_write_text, read_checkpoint_file
+from unforced.runfiles import atomic_save, atomic_write_text, read_checkpoint_file, read_metrics
 from unforced.schedules import make_schedule
 from unforced.strategies.cycle_consistency import CycleConsistency, CycleConsistencyConfig
 from unforced.strategies.synthesis import SynthesisTraining, frame_gap
@@ -117,26 +118,27 @@ def split_for_cycle(task: Task, paired: float, seed: int) -> tuple[list[Example]
             [task.train[i].target for i in rest[half:]])
 
 
-def build_recogniser(task: Task, config: CycleConfig):
+def limits_of(task: Task) -> dict:
+    """The longest source and target of `task` (`Task.longest`, which reads every audio header: take it once and
+    pass it on)."""
     longest_source, longest_target = task.longest()
+    return {"max_source_len": longest_source, "max_target_len": longest_target}
+
+
+def build_recogniser(task: Task, config: CycleConfig, limits: dict | None = None):
+    limits = limits or limits_of(task)
     torch.manual_seed(config.seed)
     return build_model(ModelConfig(kind="gru", target_vocab=task.target_tokenizer.vocab_size,
                                    embedding=config.asr_embedding, hidden=config.asr_hidden, dropout=config.asr_dropout,
-                                   max_source_len=longest_source, max_target_len=longest_target,
-                                   **task.source_codec.model_options()))
+                                   **limits, **task.source_codec.model_options()))
 
 
-def build_synthesiser(task: Task, config: CycleConfig) -> Synthesiser:
-    longest_source, _ = task.longest()
+def build_synthesiser(task: Task, config: CycleConfig, limits: dict | None = None) -> Synthesiser:
+    limits = limits or limits_of(task)
     torch.manual_seed(config.seed + 1)
     return Synthesiser(SynthesiserConfig(vocab=task.target_tokenizer.vocab_size, mels=task.source_codec.mels,
                                          hidden=config.tts_hidden, reduction=config.reduction,
-                                         max_steps=math.ceil(longest_source / config.reduction)))
-
-
-def limits_of(task: Task) -> dict:
-    longest_source, longest_target = task.longest()
-    return {"max_source_len": longest_source, "max_target_len": longest_target}
+                                         max_steps=math.ceil(limits["max_source_len"] / config.reduction)))
 
 
 def train_phase(name: str, model, task: Task, strategy, steps: int, out: Path, config: CycleConfig,
@@ -194,11 +196,11 @@ def _chunked(name: str, items: list, folder: Path, make: Callable[[list], list],
     return results
 
 
-def synthesise_texts(synthesiser: Synthesiser, texts: list[str], task: Task, folder: Path,
+def synthesise_texts(synthesiser: Synthesiser, texts: list[str], task: Task, folder: Path, longest: int,
                      progress=None) -> list[LogMel]:
-    """The synthesiser's frames for each text (free running to its stop), in chunks under `folder`."""
+    """The synthesiser's frames for each text (free running to its stop, cut at `longest` frames: the recogniser
+    reads no longer source), in chunks under `folder`."""
     tokenizer = task.target_tokenizer
-    longest, _ = task.longest()  # the recogniser reads no longer source
 
     def make(part: list[str]) -> list[torch.Tensor]:
         made = []
@@ -247,11 +249,11 @@ def run_cycle(task: Task, config: CycleConfig, out: Path, progress: Callable[[di
     test WER and CER, greedy)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    evaluate_asr = evaluate_asr or error_rates
     paired, speech, texts = split_for_cycle(task, config.paired, config.seed)
     paired_task = dataclasses.replace(task, train=paired, unlabelled=[])
     limits = limits_of(task)
-    asr, tts = build_recogniser(task, config), build_synthesiser(task, config)
+    evaluate_asr = evaluate_asr or (lambda model, t: error_rates(model, t, limits=limits))
+    asr, tts = build_recogniser(task, config, limits), build_synthesiser(task, config, limits)
     phases = {"asr-paired": train_phase("asr-paired", asr, paired_task, TeacherForcing(), config.asr_steps, out,
                                         config, progress, limits=limits, select=True),
               "tts-paired": train_phase("tts-paired", tts, paired_task, tts_strategy(config), config.tts_steps,
@@ -266,16 +268,15 @@ def run_cycle(task: Task, config: CycleConfig, out: Path, progress: Callable[[di
         folder.mkdir(exist_ok=True)
         chosen = torch.randperm(len(texts), generator=torch.Generator().manual_seed(config.seed * 31 + number))
         spoken = [texts[i] for i in sorted(chosen[: round(len(paired) * config.synthetic_per_paired)].tolist())]
-        synthetic = synthesise_texts(tts, spoken, task, folder, progress)
+        synthetic = synthesise_texts(tts, spoken, task, folder, limits["max_source_len"], progress)
         transcripts = transcribe(asr, speech, task, folder, progress)
         asr_task = dataclasses.replace(task, train=paired + [Example(f, t) for f, t in zip(synthetic, spoken,
                                                                                          strict=True)],
                                        unlabelled=speech)
-        cycle = CycleConsistency(build_synthesiser(task, config),
+        cycle = CycleConsistency(copy.deepcopy(tts),  # a frozen copy of the synthesiser as it is now
                                  CycleConsistencyConfig(config.cycle_weight, config.samples,
                                                         config.unpaired_batch),
                                  seed=config.seed + number).bind(asr_task)
-        cycle.synthesiser.load_state_dict(tts.state_dict())
         phases[f"round-{number}/asr"] = train_phase(f"round-{number}/asr", asr, asr_task, cycle,
                                                     config.round_asr_steps, out, config, progress, asr_from, limits,
                                                     select=True)
@@ -299,20 +300,15 @@ def run_cycle(task: Task, config: CycleConfig, out: Path, progress: Callable[[di
 
 def last_logged(path: Path, key: str) -> float | None:
     """The last value of `key` in a metrics file, or None."""
-    value = None
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            record = json.loads(line)
-            if key in record:
-                value = record[key]
-    return value
+    return next((record[key] for record in reversed(read_metrics(path)) if key in record), None)
 
 
-def error_rates(model, task: Task, limit: int | None = None) -> dict:
-    """Greedy test WER and CER of a recogniser (diagnostics.evaluate)."""
+def error_rates(model, task: Task, limit: int | None = None, limits: dict | None = None) -> dict:
+    """Greedy test WER and CER of a recogniser (diagnostics.evaluate); `limits`: limits_of(task), taken if not
+    given."""
     from unforced.diagnostics import evaluate
 
-    figures = evaluate(model, task, "test", limit=limit, limits=limits_of(task))
+    figures = evaluate(model, task, "test", limit=limit, limits=limits or limits_of(task))
     return {"wer": figures["metric"]["fr"], "cer": figures["metric"]["companions"]["cer"]["fr"]}
 
 
