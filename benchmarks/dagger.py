@@ -4,25 +4,33 @@
     with the reference model size of train_step.py (embedding 256, hidden 512, batch 64, length 30; reverse's
     own small vocabulary), timed interleaved; goal dagger / teacher forcing <= 2.0.
 (b) evidence: `dagger` and `teacher_forcing` trained with the same steps, batches and so the same training
-    tokens, 3 seeds, on two tasks with an oracle of their own (`reverse`, whose oracle is positional, and `sort`,
+    tokens, 5 seeds, on two tasks with an oracle of their own (`reverse`, whose oracle is positional, and `sort`,
     whose oracle names the smallest symbol not yet written, so it depends on the prefix) and two with the
-    edit-distance oracle over their references (`noisy-copy`, `toy-translation`). On the test split: free-running
-    (greedy) exact match, mean edit distance to the reference, and the oracle-judged error of the measures
+    edit-distance oracle over their references (`noisy-copy`, `toy-translation`). Sequences of up to 16 symbols
+    and 1000 steps: the horizon and the training at which the compounding of teacher forcing's own errors, the
+    thing DAgger removes (Ross and Bagnell's eps T^2 against eps T), is larger than the seed-to-seed spread (at 8
+    symbols and 300 steps it was not, dagger-2026-12-03.json). On the test split: free-running (greedy) exact
+    match, mean edit distance to the reference, and the oracle-judged error of the measures
     (diagnostics/measures.py, Arora et al. 2022): per sequence, the steps where the model's own token is not
     among the oracle's best after its own prefix (AccErr), and where the teacher-forced argmax is not among them
     after the gold prefix (l * eps). Mean and sd over seeds. dagger beats teacher forcing on a task when its
     mean is better by more than both sds (mean - sd above the other's mean + sd, or below for errors) on exact
-    match or on the oracle-judged error. `professor_forcing` on the same tasks, 3 seeds (and `bible-en-es` where
-    its corpus is available): final NLL finite and below its start.
+    match or on the oracle-judged error; beside it, the per-seed differences (a seed fixes the initial weights
+    and the batches of both), reported, not used for the goal. `professor_forcing` on the same tasks and seeds
+    (and `bible-en-es` where its corpus is available): final NLL finite and below its start. The trainings run
+    in a pool of processes (one torch thread each, as many as the cores); the timed part (a) runs alone first.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 
 import torch
@@ -41,11 +49,16 @@ from unforced.tasks import get_task
 from unforced.tasks.oracles import edit_distance_rows
 from unforced.vocab import EOS, PAD
 
-FULL = {"steps": 300, "batch": 32, "hidden": 64, "size": 3000, "length": 8, "seeds": 3, "repeats": 3,
-        "speed": {"embedding": 256, "hidden": 512, "batch": 64, "length": 29}}
+FULL = {"steps": 1000, "batch": 32, "hidden": 64, "size": 10000, "length": 16, "seeds": 5, "repeats": 3,
+        "beta_steps": 700, "speed": {"embedding": 256, "hidden": 512, "batch": 64, "length": 29}}
 QUICK = {"steps": 6, "batch": 8, "hidden": 16, "size": 60, "length": 5, "seeds": 2, "repeats": 1,
-         "speed": {"embedding": 16, "hidden": 32, "batch": 8, "length": 6}}
-DAGGER = {"schedule": "linear", "schedule_params": {"start": 1.0, "end": 0.0, "steps": 200}}
+         "beta_steps": 4, "speed": {"embedding": 16, "hidden": 32, "batch": 8, "length": 6}}
+STRATEGIES = ("teacher_forcing", "dagger", "professor_forcing")
+
+
+def dagger_options(beta_steps: int) -> dict:
+    """beta (P(gold) in the roll-in) linear from 1 to 0 over the first `beta_steps` steps, then 0."""
+    return {"schedule": "linear", "schedule_params": {"start": 1.0, "end": 0.0, "steps": beta_steps}}
 
 
 def model_for(task, hidden: int, embedding: int | None = None, seed: int = 0):
@@ -61,9 +74,8 @@ def speed(size: dict, repeats: int) -> dict:
     task = get_task("reverse", length=size["length"], min_length=size["length"], size=200)
     model = model_for(task, size["hidden"], size["embedding"])
     batch = task.collate(task.train[:size["batch"]])
-    steps = {name: training_step(model, make_strategy(name, DAGGER if name == "dagger" else {}).bind(task)
-                                 if name == "dagger" else make_strategy(name), batch)
-             for name in ("teacher_forcing", "dagger")}
+    steps = {"teacher_forcing": training_step(model, make_strategy("teacher_forcing"), batch),
+             "dagger": training_step(model, make_strategy("dagger", dagger_options(200)).bind(task), batch)}
     times = interleaved(steps, repeats=repeats)
     return {"task": "reverse", "size": size, "ms": times,
             "ratio": times["dagger"]["median"] / times["teacher_forcing"]["median"]}
@@ -133,19 +145,41 @@ def beyond(a: dict, b: dict, higher: bool) -> bool:
     return a["mean"] + a["sd"] < b["mean"] - b["sd"]
 
 
+def paired(a: list[float], b: list[float], higher: bool) -> dict:
+    """Per-seed differences a - b (a seed fixes both runs' initial weights and batches) and on how many seeds a
+    is the better."""
+    differences = [x - y for x, y in zip(a, b, strict=True)]
+    return {**spread(differences), "seeds_better": sum((d > 0) if higher else (d < 0) for d in differences)}
+
+
 def count_goal(beats: dict, tasks: tuple, needed: int) -> dict:
     won = [t for t in tasks if beats[t]]
     return {"value": float(len(won)), "goal": float(needed), "direction": ">=", "met": len(won) >= needed,
             "tasks": won}
 
 
+TASKS_BUILT: dict = {}
+
+
+def evidence_job(task_name: str, options: dict, name: str, settings: dict, seed: int) -> dict:
+    """One (task, strategy, seed) training in a pool worker (its task built once per process)."""
+    torch.set_num_threads(1)
+    key = (task_name, json.dumps(options, sort_keys=True))
+    if key not in TASKS_BUILT:
+        TASKS_BUILT[key] = get_task(task_name, **options)
+    strategy_options = dagger_options(settings["beta_steps"]) if name == "dagger" else {}
+    return train(TASKS_BUILT[key], name, strategy_options, settings, seed)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--workers", type=int, default=None, help="training processes (default: the cores)")
     args = parser.parse_args(argv)
     settings = QUICK if args.quick else FULL
     torch.set_num_threads(min(torch.get_num_threads(), 2))
+    began = time.perf_counter()
     result = {"provenance": provenance(), "settings": settings,
               "equal_work": "same steps, batch size and seeded batches for every strategy (so the same training "
                             "tokens)", "speed": speed(settings["speed"], settings["repeats"]), "evidence": {}}
@@ -153,19 +187,29 @@ def main(argv: list[str] | None = None) -> dict:
              "sort": dict(length=settings["length"], size=settings["size"]),
              "noisy-copy": dict(length=settings["length"], size=settings["size"]),
              "toy-translation": dict(size=settings["size"], oracle="edit_distance")}
+    jobs = [(task_name, name, seed) for task_name in tasks for name in STRATEGIES for seed in range(settings["seeds"])]
+    workers = max(1, min(args.workers or os.cpu_count() or 1, len(jobs)))
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        futures = {job: pool.submit(evidence_job, job[0], tasks[job[0]], job[1], settings, job[2]) for job in jobs}
+        runs = {}
+        for done, job in enumerate(jobs, 1):
+            runs[job] = futures[job].result()
+            print(f"[{done}/{len(jobs)}] {job[0]} {job[1]} seed {job[2]}: exact match "
+                  f"{runs[job]['exact_match']:.3f}, oracle error {runs[job]['oracle_error']:.3f}", file=sys.stderr)
+    result["workers"] = workers
     beats = {}
-    for task_name, options in tasks.items():
-        task = get_task(task_name, **options)
+    for task_name in tasks:
         entry = {}
-        for name, strategy_options in (("teacher_forcing", {}), ("dagger", DAGGER), ("professor_forcing", {})):
-            seeds = range(settings["seeds"])
-            runs = [train(task, name, strategy_options, settings, seed) for seed in seeds]
-            entry[name] = {key: spread([r[key] for r in runs]) for key in runs[0]}
-            print(f"{task_name} {name}: {entry[name]['exact_match']['mean']:.3f}", file=sys.stderr)
+        for name in STRATEGIES:
+            seeded = [runs[(task_name, name, seed)] for seed in range(settings["seeds"])]
+            entry[name] = {key: spread([r[key] for r in seeded]) for key in seeded[0]}
         tf, dagger = entry["teacher_forcing"], entry["dagger"]
         entry["dagger_beats_teacher_forcing"] = {
             "exact_match": beyond(dagger["exact_match"], tf["exact_match"], higher=True),
             "oracle_error": beyond(dagger["oracle_error"], tf["oracle_error"], higher=False)}
+        entry["dagger_minus_teacher_forcing_per_seed"] = {
+            "exact_match": paired(dagger["exact_match"]["values"], tf["exact_match"]["values"], higher=True),
+            "oracle_error": paired(dagger["oracle_error"]["values"], tf["oracle_error"]["values"], higher=False)}
         beats[task_name] = any(entry["dagger_beats_teacher_forcing"].values())
         pf = entry["professor_forcing"]
         entry["professor_forcing_no_divergence"] = bool(torch.isfinite(torch.tensor(pf["last_nll"]["mean"]))
@@ -185,6 +229,7 @@ def main(argv: list[str] | None = None) -> dict:
         "dagger_beats_teacher_forcing_own_oracle_tasks": count_goal(beats, ("reverse", "sort"), 2),
         "dagger_beats_teacher_forcing_edit_distance_tasks": count_goal(beats, ("noisy-copy", "toy-translation"), 1),
     }
+    result["seconds"] = time.perf_counter() - began
     print_goals(result["goals"])
     print(json.dumps(result, indent=1) if args.json else json.dumps(result["goals"], indent=1))
     return result
