@@ -370,3 +370,40 @@ def test_the_recovery_view_answers_an_edited_prefix(client):
         assert refused.status_code == 422 and refused.json()["message"].startswith(f"{field}:"), refused.text
     client.delete(f"/api/jobs/{job}")
     assert client.post(f"/api/jobs/{job}/recovery", json={"position": 2, "token": "los"}).status_code == 404
+
+
+def test_the_warm_up_leaves_no_import_to_the_first_job():
+    """After warm_up (which the app runs in a thread at start), the first optimizer and the first BLEU of a fresh
+    process import nothing more: the first training step of the first job pays no one-time import."""
+    code = """
+import sys
+import torch
+from unforced.lab import app
+from unforced.lab.jobs import warm_up
+warm_up()
+before = set(sys.modules)
+torch.optim.AdamW(torch.nn.Linear(2, 2).parameters())
+from unforced.rewards import corpus_bleu, sentence_bleu
+sentence_bleu(["a b c d"], [["a b c d"]])
+corpus_bleu(["a b c d"], [["a b c d"]])
+print(sorted(set(sys.modules) - before))
+"""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    new = eval(done.stdout.strip().splitlines()[-1])  # noqa: S307  (our own print of a list of names)
+    assert not [name for name in new if name.startswith(("torch._dynamo", "sympy", "sacrebleu"))], new
+
+
+def test_the_app_starts_its_warm_up_thread(tmp_path, monkeypatch):
+    import threading
+
+    from unforced.lab import app as app_module
+
+    ran = threading.Event()
+    monkeypatch.setattr(app_module, "warm_up", ran.set)
+    with TestClient(create_app(tmp_path / "runs")) as started:
+        assert started.get("/api/options").status_code == 200
+        assert ran.wait(10)

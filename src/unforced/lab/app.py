@@ -23,6 +23,7 @@ import contextlib
 import dataclasses
 import json
 import re
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -37,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from unforced.diagnostics.suite import clean_json
 from unforced.lab.job import JobSettings
-from unforced.lab.jobs import MODEL_SIZES, JobLimitError, Jobs, replay
+from unforced.lab.jobs import MODEL_SIZES, JobLimitError, Jobs, replay, warm_up
 from unforced.lab.page import lab_page
 from unforced.runfiles import read_metrics
 from unforced.tasks import TASKS
@@ -154,6 +155,7 @@ def create_app(runs_root: Path | str = "lab-runs", max_jobs: int = 2, max_body_b
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
+        threading.Thread(target=warm_up, name="lab-warm-up", daemon=True).start()  # served meanwhile
         yield
         await asyncio.to_thread(jobs.stop_all)  # Ctrl-C: every worker stops at its next step
 

@@ -69,6 +69,20 @@ CROSS_ENTROPY_TAG, REWARD_TAG = "teacher_forcing", "reinforce"
 LAB_THREADS = 1
 
 
+def warm_up() -> None:
+    """Pay a process's one-time lazy imports before the first job needs them: building the first torch optimizer
+    imports torch._dynamo (through torch._compile's disable wrapper; with sympy, some 800 modules and 1.5 s on
+    2 cores), which otherwise lands inside the first training step of the first job, and the first evaluation
+    imports sacrebleu (the toy translator's BLEU, per sentence for SCST's reward and per corpus for the metric).
+    The lab's server runs it in a background thread at start (app.py), so it is served at once; a job started
+    before it ends waits on the same imports, never does them twice."""
+    from unforced.rewards import corpus_bleu, sentence_bleu
+
+    sentence_bleu(["a b"], [["a b"]])
+    corpus_bleu(["a b"], [["a b"]])
+    torch.optim.AdamW(torch.nn.Linear(1, 1).parameters())
+
+
 def scores(cross_entropy: dict, reward: dict) -> dict:
     """The four scores of an event from the validation figures of both models."""
     return {"tf_score": cross_entropy["tf_token_acc"], "fr_score": cross_entropy["fr_token_acc"],
@@ -336,4 +350,5 @@ class Jobs:
                 job.thread.join(timeout)
 
 
-__all__ = ["LAB_THREADS", "MODEL_SIZES", "TASK_OPTIONS", "JobLimitError", "Jobs", "replay", "run_job", "scores", "write_results"]
+__all__ = ["LAB_THREADS", "MODEL_SIZES", "TASK_OPTIONS", "JobLimitError", "Jobs", "replay", "run_job", "scores",
+           "warm_up", "write_results"]
