@@ -3,7 +3,7 @@ the models train, and the server's memory over a long job.
 
     python benchmarks/lab.py [--quick] [--json] [--minutes M]
 
-The lab runs as `unforced lab` would, in its own process (uvicorn on a free loopback port); this process is the
+The lab runs as `unforced lab --port P` (the command itself, in its own process, on a free loopback port); this process is the
 page: it sends the page's own POST /api/jobs body (toy translator, model "small", w = 0.5, the lab's defaults for
 the rest) and reads the event stream with httpx. Figures:
 
@@ -34,6 +34,8 @@ from pathlib import Path
 import httpx
 from common import ROOT, goal, provenance, summary
 
+from unforced.lab.jobs import LAB_THREADS
+
 PAGE_BODY = {"task": "toy-translation", "model": "small", "strategy": "reinforce", "seed": 0, "reward_weight": 0.5}
 
 
@@ -51,10 +53,10 @@ def rss_mib(pid: int) -> float:
 
 
 def start_server(runs: Path, port: int, log: Path) -> subprocess.Popen:
-    code = ("import uvicorn; from unforced.lab.app import create_app; "
-            f"uvicorn.run(create_app({str(runs)!r}), host='127.0.0.1', port={port}, log_level='warning')")
+    # `unforced lab` itself, as a user starts it (its torch threads, its warm-up, its uvicorn settings)
+    command = [sys.executable, "-m", "unforced.cli", "lab", "--port", str(port), "--runs", str(runs)]
     with open(log, "w") as errors:  # a file, not a pipe: a long run's warnings never block the server
-        server = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=errors)
+        server = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=errors)
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -118,9 +120,10 @@ def main(argv: list[str] | None = None) -> dict:
     half = [mib for seconds, mib in memory if seconds >= memory[-1][0] / 2] if memory else []
     growth = (max(half) - half[0]) if half else float("nan")
     results = {"benchmark": "lab", "quick": args.quick,
-               "provenance": provenance(quick=args.quick, torch_threads_server="torch default"),
+               "provenance": provenance(quick=args.quick, torch_threads_server=LAB_THREADS),
                "setup": {"request": PAGE_BODY, "trials": trials, "long_watch_seconds": long_watch,
-                         "server": "uvicorn in its own process; this process reads the stream with httpx"},
+                         "server": "`unforced lab --port P --runs R` in its own process (uvicorn, "
+                                   f"{LAB_THREADS} torch thread); this process reads the stream with httpx"},
                "first_point_seconds": summary(firsts),
                "event_interval_seconds": {**summary(gaps), "samples": None, "count": len(gaps),
                                           "p95": statistics.quantiles(gaps, n=20)[-1] if len(gaps) >= 20 else

@@ -373,7 +373,7 @@ def test_the_recovery_view_answers_an_edited_prefix(client):
 
 
 def test_the_warm_up_leaves_no_import_to_the_first_job():
-    """After warm_up (which the app runs in a thread at start), the first optimizer and the first BLEU of a fresh
+    """After warm_up (which the app runs at start, before it serves), the first optimizer and the first BLEU of a fresh
     process import nothing more: the first training step of the first job pays no one-time import."""
     code = """
 import sys
@@ -397,13 +397,11 @@ print(sorted(set(sys.modules) - before))
     assert not [name for name in new if name.startswith(("torch._dynamo", "sympy", "sacrebleu"))], new
 
 
-def test_the_app_starts_its_warm_up_thread(tmp_path, monkeypatch):
-    import threading
-
+def test_the_app_warms_up_before_it_serves(tmp_path, monkeypatch):
     from unforced.lab import app as app_module
 
-    ran = threading.Event()
-    monkeypatch.setattr(app_module, "warm_up", ran.set)
+    calls = []
+    monkeypatch.setattr(app_module, "warm_up", lambda: calls.append("warm"))
     with TestClient(create_app(tmp_path / "runs")) as started:
+        assert calls == ["warm"]  # the lifespan's startup is over before the first request
         assert started.get("/api/options").status_code == 200
-        assert ran.wait(10)

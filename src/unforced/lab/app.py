@@ -23,7 +23,6 @@ import contextlib
 import dataclasses
 import json
 import re
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -155,7 +154,7 @@ def create_app(runs_root: Path | str = "lab-runs", max_jobs: int = 2, max_body_b
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
-        threading.Thread(target=warm_up, name="lab-warm-up", daemon=True).start()  # served meanwhile
+        await asyncio.to_thread(warm_up)  # before the port opens: no Train press can come before it
         yield
         await asyncio.to_thread(jobs.stop_all)  # Ctrl-C: every worker stops at its next step
 

@@ -74,8 +74,8 @@ def warm_up() -> None:
     imports torch._dynamo (through torch._compile's disable wrapper; with sympy, some 800 modules and 1.5 s on
     2 cores), which otherwise lands inside the first training step of the first job, and the first evaluation
     imports sacrebleu (the toy translator's BLEU, per sentence for SCST's reward and per corpus for the metric).
-    The lab's server runs it in a background thread at start (app.py), so it is served at once; a job started
-    before it ends waits on the same imports, never does them twice."""
+    The lab's server runs it at start, before uvicorn opens its port (app.py's lifespan), so no Train press comes
+    before it."""
     from unforced.rewards import corpus_bleu, sentence_bleu
 
     sentence_bleu(["a b"], [["a b"]])
