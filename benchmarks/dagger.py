@@ -115,6 +115,9 @@ def train(task, name: str, options: dict, settings: dict, seed: int) -> dict:
     if hasattr(strategy, "bind"):
         strategy.bind(task)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    # the rate decays linearly to 0 over the run, for every strategy: at a constant 3e-3 the last steps' noise
+    # decided the outcome (dagger-constant-lr-2026-12-03.json: one seed 0.827 exact match at step 650, 0.629 at 1000)
+    decay = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 - step / settings["steps"])
     generator = torch.Generator().manual_seed(seed)
     first = last = None
     started = time.perf_counter()
@@ -126,6 +129,7 @@ def train(task, name: str, options: dict, settings: dict, seed: int) -> dict:
         output.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
+        decay.step()
         value = output.logs.get("nll", float(output.loss.detach()))
         first = value if first is None else first
         last = value
