@@ -149,8 +149,9 @@ def train(task, name: str, options: dict, settings: dict, seed: int) -> dict:
 
 
 def diverged(first: float, final: float, lowest: float) -> bool:
-    """The training NLL (running mean over WINDOW steps, or a tenth of the run) is not finite, did not fall below its start, or ended at
-    more than twice its lowest and 0.1 nat above it: a run that learnt and then lost it has diverged too."""
+    """The training NLL (running mean over WINDOW steps, or a tenth of the run) is not finite, did not fall below
+    its start, or ended at more than twice its lowest and 0.1 nat above it: a run that learnt and then lost it has
+    diverged too."""
     if not (math.isfinite(final) and final < first):
         return True
     return final > 2 * lowest and final - lowest > 0.1

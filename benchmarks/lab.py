@@ -3,9 +3,9 @@ the models train, and the server's memory over a long job.
 
     python benchmarks/lab.py [--quick] [--json] [--minutes M]
 
-The lab runs as `unforced lab --port P` (the command itself, in its own process, on a free loopback port); this process is the
-page: it sends the page's own POST /api/jobs body (toy translator, model "small", w = 0.5, the lab's defaults for
-the rest) and reads the event stream with httpx. Figures:
+The lab runs as `unforced lab --port P` (the command itself, in its own process, on a free loopback port);
+this process is the page: it sends the page's own POST /api/jobs body (toy translator, model "small", w = 0.5,
+the lab's defaults for the rest) and reads the event stream with httpx. Figures:
 
 - `first_point_seconds`: from sending POST /api/jobs to receiving the first evaluated step event (both models
   built and evaluated once, before any training step), one per trial, a fresh job each.
