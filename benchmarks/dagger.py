@@ -25,6 +25,7 @@
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import math
 import os
@@ -124,7 +125,7 @@ def train(task, name: str, options: dict, settings: dict, seed: int) -> dict:
     generator = torch.Generator().manual_seed(seed)
     first = last = None
     width = max(1, min(WINDOW, settings["steps"] // 10))
-    window: list[float] = []  # the training NLL's running mean over `width` steps, and its lowest value
+    window: collections.deque = collections.deque(maxlen=width)  # the last `width` training NLLs
     best = float("inf")
     started = time.perf_counter()
     for step in range(settings["steps"]):
@@ -139,8 +140,8 @@ def train(task, name: str, options: dict, settings: dict, seed: int) -> dict:
         value = output.logs.get("nll", float(output.loss.detach()))
         first = value if first is None else first
         last = value
-        window = [*window[1 - width:], value] if width > 1 else [value]
-        if len(window) == width:
+        window.append(value)
+        if len(window) == width:  # the running mean's lowest value
             best = min(best, statistics.mean(window))
     final = statistics.mean(window)
     return {**free_running(model, task), "first_nll": first, "last_nll": last, "final_nll": final,
