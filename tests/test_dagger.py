@@ -56,6 +56,40 @@ def test_bad_options_are_named():
         make_strategy("dagger", {"oracle": "x"})
     with pytest.raises(UnforcedError, match="dagger.replay"):
         make_strategy("dagger", {"replay": 2})
+    with pytest.raises(UnforcedError, match="dagger.roll_in"):
+        make_strategy("dagger", {"roll_in": "beam"})
+    for bad in (0, -1.0):
+        with pytest.raises(UnforcedError, match="dagger.temperature"):
+            make_strategy("dagger", {"roll_in": "sample", "temperature": bad})
+
+
+def test_sampled_roll_in_leaves_the_greedy_path():
+    """At beta 0 the greedy roll-in feeds the model's argmax; the sampled one draws from its softmax, so on an
+    untrained model (near-uniform next-token distributions) it feeds other tokens on most steps, reproducibly
+    from its seed."""
+    task = get_task("reverse", size=60, length=6, min_length=6)
+    model = tiny(task)
+    batch = task.collate(task.train[:16])
+    options = {"schedule": "constant", "schedule_params": {"ratio": 0.0}}
+    seen = {}
+    for roll_in in ("greedy", "sample"):
+        for seed in (0, 0, 1):
+            strategy = make_strategy("dagger", {**options, "roll_in": roll_in}, seed=seed).bind(task)
+            captured = {}
+
+            def labels(batch, visited, strategy=strategy, captured=captured):
+                captured["visited"] = visited.clone()
+                return type(strategy).labels(strategy, batch, visited)
+
+            strategy.labels = labels
+            strategy.loss(model, batch, 0)
+            seen.setdefault(roll_in, []).append(captured["visited"])
+    greedy, sample = seen["greedy"], seen["sample"]
+    assert torch.equal(greedy[0], greedy[2])  # greedy: no coin decides a token
+    assert torch.equal(sample[0], sample[1]) and not torch.equal(sample[0], sample[2])  # seeded draws
+    width = min(greedy[0].shape[1], sample[0].shape[1]) - 1
+    differ = (greedy[0][:, :width] != sample[0][:, :width]).float().mean()
+    assert differ > 0.5
 
 
 def test_transformer_step_runs():

@@ -2,7 +2,7 @@
 Prediction to No-Regret Online Learning"): train on the states the learner visits, labelled by an expert.
 
     1. roll in with the mixture policy: at each step feed the gold token with probability beta, else the model's
-       own greedy token (a `Mix` rollout, without gradient)
+       own token, greedy or sampled (`roll_in`; a `Mix` rollout, without gradient)
     2. ask the task's oracle for the best next tokens after every visited prefix (batched, once per step)
     3. train on the set-valued target: loss_t = -log sum_{a in oracle(prefix_t)} p(a | prefix_t)
 
@@ -26,13 +26,14 @@ from typing import Any
 import torch
 
 from unforced.errors import UnforcedError
-from unforced.rollout import Mix, rollout
+from unforced.rollout import Greedy, Mix, Sample, rollout
 from unforced.schedules import make_schedule
 from unforced.strategies.base import StepOutput
 from unforced.tasks.oracles import EditDistanceOracle, OracleLabels, batched_labels
 from unforced.vocab import EOS, PAD
 
 ORACLES = ("auto", "task", "edit_distance")
+ROLL_INS = ("greedy", "sample")
 
 
 @dataclass
@@ -44,6 +45,10 @@ class DaggerConfig:
     oracle (str, default "auto"): "auto", "task" or "edit_distance" (see the module docstring).
     buffer (int, default 0): rows of visited prefixes and labels kept (the aggregated data set); 0 keeps none.
     replay (int, default 0): buffered rows trained on again each step (with `buffer` > 0).
+    roll_in (str, default "greedy"): the learner's token in the roll-in: "greedy" (its most probable) or "sample"
+        (drawn from softmax(logits / temperature), as optimal completion distillation rolls in, Sabour et al.
+        2019): sampling visits prefixes off gold even once the greedy decode of the training sources is right.
+    temperature (float, default 1.0): of the sampled roll-in.
     """
 
     schedule: str = "linear"
@@ -51,6 +56,8 @@ class DaggerConfig:
     oracle: str = "auto"
     buffer: int = 0
     replay: int = 0
+    roll_in: str = "greedy"
+    temperature: float = 1.0
 
     def __post_init__(self):
         if self.oracle not in ORACLES:
@@ -59,6 +66,10 @@ class DaggerConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise UnforcedError(f"dagger.{name} must be an integer >= 0, got {value!r}")
+        if self.roll_in not in ROLL_INS:
+            raise UnforcedError(f"dagger.roll_in must be one of {', '.join(ROLL_INS)}, got {self.roll_in!r}")
+        if not self.temperature > 0:
+            raise UnforcedError(f"dagger.temperature must be a positive number, got {self.temperature!r}")
         if self.replay and not self.buffer:
             raise UnforcedError("dagger.replay needs dagger.buffer above 0")
         make_schedule(self.schedule, **self.schedule_params)
@@ -119,7 +130,8 @@ class Dagger:
         memory = model.encode(batch.source, batch.source_mask)
         gold = batch.gold.masked_fill(batch.gold == PAD, EOS)  # past its end the expert says: end now
         with torch.no_grad():
-            chosen = rollout(model, memory, Mix(beta), gold=gold, generator=self.generator, stop_at_eos=False,
+            own = Sample(self.config.temperature) if self.config.roll_in == "sample" else Greedy()
+            chosen = rollout(model, memory, Mix(beta, own), gold=gold, generator=self.generator, stop_at_eos=False,
                              keep_hidden=False, keep_logits=False)
         inputs = chosen.inputs  # (batch, time) <bos>, then the visited prefix
         visited = torch.cat([inputs[:, 1:], torch.full_like(inputs[:, :1], PAD)], 1)  # prefix at t: visited[:, :t]
