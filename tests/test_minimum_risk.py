@@ -14,7 +14,7 @@ from unforced.rollout import beam_nbest, beam_search
 from unforced.strategies import make_strategy
 from unforced.strategies.base import TaskBound, WarmStarted
 from unforced.strategies.minimum_risk import MinimumRisk, MinimumRiskConfig
-from unforced.strategies.reinforce import sequence_log_probs, shifted
+from unforced.strategies.sequence_level import sequence_log_probs, shifted
 from unforced.vocab import EOS, PAD
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # conftest: one torch thread

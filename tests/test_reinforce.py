@@ -15,7 +15,8 @@ from unforced.rewards import get_reward
 from unforced.rollout import Greedy, rollout
 from unforced.strategies import make_strategy
 from unforced.strategies.base import TaskBound, WarmStarted
-from unforced.strategies.reinforce import Reinforce, ReinforceConfig, advantages, sequence_log_probs
+from unforced.strategies.reinforce import Reinforce, ReinforceConfig
+from unforced.strategies.sequence_level import advantages, sequence_log_probs
 from unforced.strategies.teacher_forcing import TeacherForcing
 from unforced.tasks.base import Task
 from unforced.tasks.tokenizers import EOS, VocabTokenizer

@@ -17,8 +17,8 @@ from unforced.errors import UnforcedError
 from unforced.rollout import beam_search
 from unforced.strategies import make_strategy, warm_start_source
 from unforced.strategies.base import Stateful, TaskBound, WarmStarted, token_nll
-from unforced.strategies.reinforce import sequence_log_probs
 from unforced.strategies.self_training import SelfTraining, SelfTrainingConfig
+from unforced.strategies.sequence_level import sequence_log_probs
 from unforced.strategies.teacher_forcing import TeacherForcing
 from unforced.tasks import Example, get_task
 from unforced.train import TrainConfig, Trainer

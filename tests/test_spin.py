@@ -13,7 +13,7 @@ from test_reinforce import toy_task
 from unforced import fsdp
 from unforced.errors import UnforcedError
 from unforced.strategies import make_strategy, warm_start_source
-from unforced.strategies.reinforce import sequence_log_probs, shifted
+from unforced.strategies.sequence_level import sequence_log_probs, shifted
 from unforced.strategies.spin import Spin, SpinConfig
 from unforced.train import TrainConfig, Trainer
 

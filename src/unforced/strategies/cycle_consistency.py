@@ -23,7 +23,7 @@ from unforced.models.base import repeat_rows
 from unforced.models.tts import frame_error
 from unforced.rollout import Gold, Sample, rollout
 from unforced.strategies.base import SourceWalk, StepOutput, generator_for, token_nll
-from unforced.strategies.reinforce import advantages, policy_gradient, shifted
+from unforced.strategies.sequence_level import advantages, policy_gradient, shifted
 
 
 @dataclass

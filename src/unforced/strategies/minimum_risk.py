@@ -28,7 +28,7 @@ from unforced.models import repeat_rows
 from unforced.rewards import REWARDS, get_reward, safe_reward
 from unforced.rollout import Sample, beam_nbest, rollout
 from unforced.strategies.base import StepOutput, generator_for, token_nll
-from unforced.strategies.reinforce import decode_budget, decoder_and_reward, sequence_log_probs, shifted
+from unforced.strategies.sequence_level import decode_budget, decoder_and_reward, sequence_log_probs, shifted
 from unforced.vocab import EOS, PAD
 
 CANDIDATES = ("beam", "sample")

@@ -25,7 +25,7 @@ from unforced.models import repeat_rows
 from unforced.rewards import Reward, get_reward
 from unforced.rollout import Greedy, Prefix, Sample, rollout
 from unforced.strategies.base import StepOutput, generator_for, token_nll
-from unforced.strategies.reinforce import (
+from unforced.strategies.sequence_level import (
     check_policy_gradient_options,
     decode_budget,
     decoder_and_reward,

@@ -30,7 +30,7 @@ from unforced.models import repeat_rows, select_rows
 from unforced.rewards import REWARDS, Reward, get_reward, safe_reward
 from unforced.rollout import Sample, rollout
 from unforced.strategies.base import StepOutput, generator_for, token_nll
-from unforced.strategies.reinforce import (
+from unforced.strategies.sequence_level import (
     check_sampling_options,
     decode_budget,
     decoder_and_reward,

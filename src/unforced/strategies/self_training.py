@@ -27,7 +27,7 @@ from torch import Tensor
 from unforced.errors import UnforcedError
 from unforced.rollout import beam_search
 from unforced.strategies.base import SourceWalk, StepOutput, token_nll
-from unforced.strategies.reinforce import decode_budget
+from unforced.strategies.sequence_level import decode_budget
 from unforced.tasks.base import Example
 from unforced.vocab import EOS
 

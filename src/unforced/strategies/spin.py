@@ -26,7 +26,12 @@ from unforced.models import select_rows
 from unforced.rollout import Sample, rollout
 from unforced.strategies.base import StepOutput, generator_for
 from unforced.strategies.preference import dpo_loss, dropout_off, frozen_copy
-from unforced.strategies.reinforce import check_sampling_options, decode_budget, sequence_log_probs, shifted
+from unforced.strategies.sequence_level import (
+    check_sampling_options,
+    decode_budget,
+    sequence_log_probs,
+    shifted,
+)
 from unforced.vocab import PAD
 
 
