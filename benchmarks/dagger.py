@@ -16,10 +16,10 @@
     after the gold prefix (l * eps). Mean and sd over seeds. dagger beats teacher forcing on a task when its
     mean is better by more than both sds (mean - sd above the other's mean + sd, or below for errors) on exact
     match or on the oracle-judged error; beside it, the per-seed differences (a seed fixes the initial weights
-    and the batches of both), reported, not used for the goal. `professor_forcing` on the same tasks and seeds
-    (and `bible-en-es` where its corpus is available): no divergence, i.e. the training NLL's running mean finite,
-    below its start and at most twice its lowest (or within 0.1 nat of it) at the end. The trainings run
-    in a pool of processes (one torch thread each, as many as the cores); the timed part (a) runs alone first.
+    and the batches of both), reported, not used for the goal. `professor_forcing` (its default options) on the
+    same tasks and seeds (and `bible-en-es` where its corpus is available): no divergence, i.e. the training NLL's
+    running mean finite, below its start and at most twice its lowest (or within 0.1 nat of it) at the end. The
+    trainings run in a pool of processes (one torch thread each, as many as the cores); the timed part (a) runs alone first.
 """
 
 from __future__ import annotations
