@@ -19,7 +19,8 @@
     and the batches of both), reported, not used for the goal. `professor_forcing` (its default options) on the
     same tasks and seeds (and `bible-en-es` where its corpus is available): no divergence, i.e. the training NLL's
     running mean finite, below its start and at most twice its lowest (or within 0.1 nat of it) at the end. The
-    trainings run in a pool of processes (one torch thread each, as many as the cores); the timed part (a) runs alone first.
+    trainings run in a pool of processes (one torch thread each, as many as the cores); the timed part (a) runs
+    alone first.
 """
 
 from __future__ import annotations
