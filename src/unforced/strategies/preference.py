@@ -27,10 +27,11 @@ from torch import Tensor
 
 from unforced.errors import UnforcedError
 from unforced.models import repeat_rows, select_rows
-from unforced.rewards import REWARDS, Reward, get_reward, safe_reward
+from unforced.rewards import Reward, get_reward, safe_reward
 from unforced.rollout import Sample, rollout
 from unforced.strategies.base import StepOutput, generator_for, token_nll
 from unforced.strategies.sequence_level import (
+    check_reward_name,
     check_sampling_options,
     decode_budget,
     decoder_and_reward,
@@ -84,11 +85,7 @@ class PreferenceConfig:
     ce_weight: float = 0.0
 
     def __post_init__(self):
-        if self.reward is not None:
-            key = str(self.reward).strip().lower().replace("-", "_")
-            if key not in REWARDS:
-                raise UnforcedError(f"preference.reward: unknown reward {self.reward!r}; known: "
-                                    f"{', '.join(sorted(REWARDS))}")
+        check_reward_name(self.reward, "preference")
         if self.pairs not in PAIRINGS:
             raise UnforcedError(f"preference.pairs must be one of {', '.join(PAIRINGS)}, got {self.pairs!r}")
         if self.samples < 2:

@@ -33,13 +33,17 @@ def check_sampling_options(config, prefix: str) -> None:
         raise UnforcedError(f"{prefix}.max_len_factor must be a positive number, got {config.max_len_factor}")
 
 
+def check_reward_name(reward: str | None, prefix: str) -> None:
+    """A reward option names a registered reward, or is None (the task's metric); the error names the field."""
+    if reward is not None:
+        key = str(reward).strip().lower().replace("-", "_")
+        if key not in REWARDS:
+            raise UnforcedError(f"{prefix}.reward: unknown reward {reward!r}; known: {', '.join(sorted(REWARDS))}")
+
+
 def check_policy_gradient_options(config, prefix: str) -> None:
     """Check the reward, baseline and sampling options that reinforce and mixer share; errors name the field."""
-    if config.reward is not None:
-        key = str(config.reward).strip().lower().replace("-", "_")
-        if key not in REWARDS:
-            raise UnforcedError(f"{prefix}.reward: unknown reward {config.reward!r}; known: "
-                                f"{', '.join(sorted(REWARDS))}")
+    check_reward_name(config.reward, prefix)
     if config.baseline not in BASELINES:
         raise UnforcedError(f"{prefix}.baseline must be one of {', '.join(BASELINES)}, got {config.baseline!r}")
     if config.samples < 1:
@@ -197,4 +201,6 @@ def policy_gradient(logits: Tensor, tokens: Tensor, mask: Tensor, advantage: Ten
     return loss, logs
 
 
-__all__ = ["BASELINES", "Scores", "advantages", "check_policy_gradient_options", "check_sampling_options", "decode_budget", "decoder_and_reward", "policy_gradient", "score_samples", "sequence_log_probs", "shifted", "skipped_batch", "words"]
+__all__ = ["BASELINES", "Scores", "advantages", "check_policy_gradient_options", "check_reward_name",
+           "check_sampling_options", "decode_budget", "decoder_and_reward", "policy_gradient",
+           "score_samples", "sequence_log_probs", "shifted", "skipped_batch", "words"]
