@@ -49,6 +49,10 @@ class DaggerConfig:
         (drawn from softmax(logits / temperature), as optimal completion distillation rolls in, Sabour et al.
         2019): sampling visits prefixes off gold even once the greedy decode of the training sources is right.
     temperature (float, default 1.0): of the sampled roll-in.
+
+    Measured (docs/dagger.md, 1000 steps, 5 seeds): beta down to 0 within 100 steps with `roll_in: sample` beat
+    teacher forcing beyond the spread on reverse, sort and noisy-copy, where these defaults won on sort only, but
+    lost on toy-translation (two seeds of five) and on a 200-step budget; hence defaults that stay conservative.
     """
 
     schedule: str = "linear"
