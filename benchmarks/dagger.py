@@ -216,8 +216,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--workers", type=int, default=None, help="training processes (default: the cores)")
+    parser.add_argument("--beta-steps", type=int, default=None, help="dagger's beta reaches 0 after these steps")
+    parser.add_argument("--roll-in", choices=("greedy", "sample"), default=None, help="dagger's roll-in tokens")
+    parser.add_argument("--temperature", type=float, default=None, help="of dagger's sampled roll-in")
     args = parser.parse_args(argv)
-    settings = QUICK if args.quick else FULL
+    settings = dict(QUICK if args.quick else FULL)
+    given = {"beta_steps": args.beta_steps, "roll_in": args.roll_in, "temperature": args.temperature}
+    settings.update({key: value for key, value in given.items() if value is not None})
+    if settings["beta_steps"] < 1 or not settings["temperature"] > 0:
+        raise SystemExit("--beta-steps must be at least 1 and --temperature positive")
     torch.set_num_threads(min(torch.get_num_threads(), 2))
     began = time.perf_counter()
     result = {"provenance": provenance(), "settings": settings,
